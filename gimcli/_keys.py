@@ -1,0 +1,25 @@
+"""Every key gim writes into an AnnData or a run directory, named once."""
+
+# AnnData keys (scverse convention: one prefix, results under uns[UNS] with their params)
+UNS = "gim"
+UNS_TRUTH = "gim_truth"
+LAYER_MEAN = "gim_mean"
+LAYER_TARGET_PROB = "gim_target_prob"
+OBS_CONDITION = "condition"
+OBS_DOSE = "dose"
+OBS_CONTEXT = "gim_context"
+OBS_SPLIT = "gim_split"
+OBS_SIMILARITY = "gim_similarity"
+VAR_MODELED = "gim_modeled"
+VARM_POSTERIOR = "gim_target_prob"
+
+# Files of a run directory
+MODEL_WEIGHTS = "model.pt"
+MODEL_META = "model.json"
+METRICS = "metrics.csv"
+ANNOTATED = "annotated.h5ad"
+REPORT = "report.html"
+LOG = "gim.log"
+CHECKPOINT = "checkpoint.pt"
+EVAL_CSV = "eval_metrics.csv"
+EVAL_JSON = "eval_metrics.json"

@@ -1,0 +1,64 @@
+"""The `gim` command line: thin typer commands over the library.
+
+`main(argv) -> int` is testable; only the console entry point `run()` calls sys.exit.
+Exit codes: 0 ok, 2 usage, 3 bad input, 4 model/run directory, 5 training failed, 1 bug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from gimcli import __version__
+from gimcli.errors import GimError
+
+app = typer.Typer(
+    name="gim",
+    help="Generative Intervention Models for single-cell perturbation screens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"gim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")):
+    pass
+
+
+def _register() -> None:
+    from gimcli.cli import explain, predict, simulate, train  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # standalone mode: typer/click print usage errors themselves and exit 2
+        app(args=args, prog_name="gim", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except GimError as e:
+        typer.echo(f"gim: error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("gim: interrupted", err=True)
+        return 130
+    except Exception as e:  # a bug: one line here, the trace with GIM_DEBUG=1
+        if os.environ.get("GIM_DEBUG"):
+            raise
+        typer.echo(f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a trace)", err=True)
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

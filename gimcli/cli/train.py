@@ -1,0 +1,124 @@
+"""gim train DATA --out RUN"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from gimcli.cli import app
+from gimcli.cli._common import check_run_dir, emit_json, setup_logging, split_list
+from gimcli.config import TrainConfig
+
+log = logging.getLogger("gimcli.cli.train")
+_D = TrainConfig()
+
+
+@app.command(help="Fit a GIM to a perturbation screen (.h5ad) and write a run directory.")
+def train(
+    data: Path = typer.Argument(..., help="Input .h5ad (cells x genes; counts or log-normalised)."),
+    out: Path = typer.Option(Path("gim_run"), "--out", "-o", help="Run directory to write."),
+    perturbation_key: str = typer.Option("condition", help="obs column naming the perturbation (A+B = combination)."),
+    control: str = typer.Option("control", help="Value of the perturbation column for control cells."),
+    dose_key: str | None = typer.Option(None, help="obs column with the dose (number, or a+b for combinations)."),
+    covariate_keys: str | None = typer.Option(None, help="Comma list of obs columns (e.g. cell_line)."),
+    smiles_key: str | None = typer.Option(None, help="obs column with each drug's SMILES."),
+    drug_features: Path | None = typer.Option(None, help="CSV with columns name,smiles."),
+    feature_keys: str | None = typer.Option(None, help="Comma list of numeric obs columns describing each perturbation."),
+    counts_layer: str | None = typer.Option(None, help="Layer with raw counts (default: auto-detect X)."),
+    n_top_genes: int = typer.Option(_D.n_top_genes, help="Highly variable genes to model (all if fewer)."),
+    steps: int = typer.Option(_D.steps, help="Optimisation steps."),
+    lr: float = typer.Option(_D.lr, help="Adam learning rate."),
+    target_cost: float = typer.Option(_D.target_cost, help="Cost in nats of each used direct target."),
+    l1_graph: float = typer.Option(_D.l1_graph, help="L1 penalty on the causal graph B."),
+    objective: str = typer.Option(_D.objective, help="schedule (relaxed, then exact) | exact | relaxed."),
+    fix_graph: bool = typer.Option(False, "--fix-graph", help="Ablation: no causal model (B = 0)."),
+    batch_contexts: int = typer.Option(_D.batch_contexts, help="Contexts per step."),
+    max_cells_per_context: int = typer.Option(_D.max_cells_per_context, help="Cells per context per step."),
+    restarts: int = typer.Option(_D.restarts, help="Independent restarts; the best validation objective wins."),
+    seed: int = typer.Option(_D.seed, help="Random seed (results are reproducible from it)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+):
+    from gimcli.data.features import read_feature_csv
+    from gimcli.data.io import file_sha256, read_h5ad
+    from gimcli.errors import InputError
+    from gimcli.train.fit import resolve_device
+    from gimcli.train.fit import train as fit_run
+    from gimcli.train.outputs import write_run
+
+    if objective not in ("schedule", "exact", "relaxed"):
+        raise InputError(f"--objective {objective!r}: expected schedule, exact or relaxed")
+    if steps < 1 or lr <= 0 or restarts < 1:
+        raise InputError("--steps and --restarts must be >= 1 and --lr > 0")
+    check_run_dir(out, overwrite=overwrite)
+    resolve_device(device)
+    feats_df = read_feature_csv(str(drug_features)) if drug_features else None
+    if feats_df is not None and "smiles" not in feats_df.columns:
+        raise InputError(f"{drug_features}: missing column 'smiles'")
+    setup_logging(quiet=quiet, log_file=out / "gim.log")
+    cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
+                      objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
+                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed)
+    t0 = time.perf_counter()
+    adata = read_h5ad(data)
+    info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
+    with _Progress(cfg.steps, enabled=not quiet) as prog:
+        run, hist = fit_run(
+            adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
+            covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
+            feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
+            input_info=info, progress=prog.update,
+        )
+    paths = write_run(run, hist, out, adata=adata)
+    diag = run.meta["diagnostics"]
+    summary = {
+        "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),
+        "n_cells": run.meta["training"]["n_cells"], "n_genes": len(run.genes),
+        "n_contexts": len(run.meta["contexts"]), "best_step": hist.best_step,
+        "best_val_nll": hist.best_val, "device": run.meta["training"]["device"], "diagnostics": diag,
+    }
+    log.info("wrote %s in %.1f s (best step %d, B spectral radius %.2f)", out, summary["seconds"], hist.best_step,
+             diag["B_spectral_radius"])
+    if as_json:
+        emit_json(summary)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; plain log lines at most every 10 s otherwise."""
+
+    def __init__(self, total: int, *, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled and self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.total, info="")
+        return self
+
+    def update(self, step: int, row: dict) -> None:
+        if not self.enabled:
+            return
+        info = f"{row['phase']} loss {row['loss']:.3f} val {row['val_nll']:.3f}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step + 1, info=info)
+        elif time.perf_counter() - self.last > 10 or step == 0:
+            self.last = time.perf_counter()
+            log.info("step %d/%d %s", step + 1, self.total, info)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

@@ -1,0 +1,187 @@
+"""Contexts: one perturbation at one dose in one covariate group (e.g. cell line).
+
+All cells of a context share one draw of atomic interventions; the objective integrates the
+targets out per context, from per-context sufficient statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def format_dose(x: float) -> str:
+    return f"{x:g}"
+
+
+def parse_dose(value, n_components: int, *, column: str) -> list[float]:
+    """A dose cell is a number, or `a+b` with one number per component of a combination."""
+    parts = str(value).split(COMBO_SEP)
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"column {column!r}: dose {value!r} is not a number") from None
+    if any(not np.isfinite(v) or v < 0 for v in nums):
+        raise InputError(f"column {column!r}: dose {value!r} must be finite and >= 0")
+    if len(nums) == 1:
+        return nums * max(n_components, 1)
+    if len(nums) != n_components:
+        raise InputError(
+            f"column {column!r}: dose {value!r} has {len(nums)} parts for {n_components} components"
+        )
+    return nums
+
+
+def dose_transform(dose: np.ndarray, scale: float) -> np.ndarray:
+    """log10(1 + dose) / scale: doses of a screen span decades, effects follow log dose."""
+    return np.log10(1.0 + np.asarray(dose, dtype=np.float64)) / scale
+
+
+@dataclass
+class Contexts:
+    table: pd.DataFrame  # per context: condition, dose, <covariates>, n_cells, is_control
+    components: np.ndarray  # (K, C) index into comp_names, -1 = none
+    comp_dose: np.ndarray  # (K, C) raw dose per component
+    cov_group: np.ndarray  # (K,) index into groups
+    groups: pd.DataFrame  # (G, n_cov) covariate combinations
+    cov_keys: list[str]
+    cov_categories: dict[str, list[str]]
+    comp_names: list[str]
+    cell_context: np.ndarray  # (n_cells,) context index, -1 = dropped
+
+    @property
+    def n_contexts(self) -> int:
+        return len(self.table)
+
+    def cov_onehot(self, groups: pd.DataFrame | None = None) -> np.ndarray:
+        g = self.groups if groups is None else groups
+        return covariate_onehot(g, self.cov_keys, self.cov_categories)
+
+
+def covariate_onehot(groups: pd.DataFrame, keys: list[str], cats: dict[str, list[str]]) -> np.ndarray:
+    blocks = []
+    for k in keys:
+        c = cats[k]
+        idx = pd.Index(c).get_indexer(groups[k].astype(str))
+        if (idx < 0).any():
+            bad = groups[k].astype(str)[idx < 0].iloc[0]
+            raise InputError(f"covariate {k}={bad!r} not seen in training (known: {c})")
+        blocks.append(np.eye(len(c), dtype=np.float32)[idx])
+    return np.concatenate(blocks, 1) if blocks else np.zeros((len(groups), 0), np.float32)
+
+
+def _require_column(obs: pd.DataFrame, col: str, what: str) -> pd.Series:
+    if col not in obs.columns:
+        raise InputError(f"{what} column {col!r} not in obs (have {list(obs.columns)[:20]})")
+    s = obs[col]
+    if s.isna().any():
+        rows = obs.index[s.isna()][:3].tolist()
+        raise InputError(f"{what} column {col!r} has {int(s.isna().sum())} missing values, e.g. cells {rows}")
+    return s
+
+
+def build_contexts(
+    obs: pd.DataFrame,
+    *,
+    perturbation_key: str = "condition",
+    control: str = "control",
+    dose_key: str | None = None,
+    covariate_keys: list[str] | None = None,
+    min_cells: int = 3,
+) -> Contexts:
+    cov_keys = list(covariate_keys or [])
+    pert = _require_column(obs, perturbation_key, "perturbation").astype(str).str.strip()
+    covs = pd.DataFrame({k: _require_column(obs, k, "covariate").astype(str) for k in cov_keys}, index=obs.index)
+    doses = _require_column(obs, dose_key, "dose").astype(str) if dose_key else None
+
+    is_ctrl = (pert == control).to_numpy()
+    if not is_ctrl.any():
+        examples = pert.unique()[:5].tolist()
+        raise InputError(
+            f"no control cells: no value {control!r} in obs[{perturbation_key!r}] (e.g. {examples}); set --control"
+        )
+    cov_cats = {k: sorted(covs[k].unique().tolist()) for k in cov_keys}
+    groups = covs.drop_duplicates().sort_values(cov_keys).reset_index(drop=True) if cov_keys else pd.DataFrame(index=[0])
+    if cov_keys:
+        ctrl_groups = covs[is_ctrl].drop_duplicates()
+        merged = groups.merge(ctrl_groups, how="left", indicator=True)
+        lacking = merged[merged["_merge"] == "left_only"][cov_keys]
+        if len(lacking):
+            desc = ", ".join(f"{k}={v}" for k, v in lacking.iloc[0].items())
+            raise InputError(f"no control cells for {desc} ({len(lacking)} covariate group(s) without controls)")
+        gkey = pd.MultiIndex.from_frame(groups) if len(cov_keys) > 1 else pd.Index(groups[cov_keys[0]])
+        ckey = pd.MultiIndex.from_frame(covs) if len(cov_keys) > 1 else pd.Index(covs[cov_keys[0]])
+        cell_group = gkey.get_indexer(ckey)
+    else:
+        cell_group = np.zeros(len(obs), dtype=np.int64)
+
+    # Canonical dose string per cell: controls have none; combinations one number per component.
+    comps_of = {c: split_components(c) for c in pert.unique()}
+    if doses is not None:
+        uniq = {}
+        for p, d in set(zip(pert.to_numpy(), doses.to_numpy(), strict=True)):
+            if p == control:
+                continue
+            uniq[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(comps_of[p]), column=dose_key))
+        dose_str = np.array(
+            ["" if p == control else uniq[(p, d)] for p, d in zip(pert.to_numpy(), doses.to_numpy(), strict=True)],
+            dtype=object,
+        )
+    else:
+        dose_str = np.where(is_ctrl, "", "1").astype(object)
+
+    key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(key))
+    table = uniques.to_frame(index=False)
+    table.columns = ["condition", "dose", "_group"]
+    counts = np.bincount(codes, minlength=len(table))
+    table["n_cells"] = counts
+    small = (counts < min_cells) & (table["condition"] != control).to_numpy()
+    if small.any():
+        log.warning(
+            "skipping %d context(s) with fewer than %d cells (%d cells), e.g. %s",
+            int(small.sum()), min_cells, int(counts[small].sum()), table.loc[small, "condition"].iloc[0],
+        )
+    keep_idx = np.flatnonzero(~small)
+    remap = -np.ones(len(table), dtype=np.int64)
+    remap[keep_idx] = np.arange(len(keep_idx))
+    table = table.iloc[keep_idx].reset_index(drop=True)
+    cell_context = remap[codes]
+
+    table["is_control"] = table["condition"] == control
+    comp_lists = [[] if c else split_components(p) for p, c in zip(table["condition"], table["is_control"], strict=True)]
+    comp_names = sorted({c for cl in comp_lists for c in cl})
+    if control in comp_names:
+        raise InputError(f"control value {control!r} appears inside a combination; rename it")
+    C = max(1, max((len(cl) for cl in comp_lists), default=1))
+    components = -np.ones((len(table), C), dtype=np.int64)
+    comp_dose = np.zeros((len(table), C), dtype=np.float64)
+    name_idx = {n: i for i, n in enumerate(comp_names)}
+    for k, (cl, d) in enumerate(zip(comp_lists, table["dose"], strict=True)):
+        ds = [float(x) for x in d.split(COMBO_SEP)] if cl else []
+        for c, name in enumerate(cl):
+            components[k, c] = name_idx[name]
+            comp_dose[k, c] = ds[c]
+    gidx = table.pop("_group").to_numpy()
+    for k in cov_keys:
+        table[k] = groups[k].to_numpy()[gidx]
+    table = table[["condition", "dose", *cov_keys, "n_cells", "is_control"]]
+    return Contexts(
+        table=table,
+        components=components,
+        comp_dose=comp_dose,
+        cov_group=gidx.astype(np.int64),
+        groups=groups[cov_keys] if cov_keys else pd.DataFrame(index=[0]),
+        cov_keys=cov_keys,
+        cov_categories=cov_cats,
+        comp_names=comp_names,
+        cell_context=cell_context,
+    )

@@ -1,0 +1,82 @@
+"""Read and validate `.h5ad` files; write every output atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anndata as ad
+
+from gimcli.errors import InputError
+
+
+def read_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
+    """Read an AnnData file, turning every failure into one `InputError` that names the file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected an .h5ad file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty")
+    try:
+        adata = ad.read_h5ad(p, backed="r" if backed else None)
+    except Exception as e:  # h5py/anndata raise many types for corrupt files
+        raise InputError(f"{p}: cannot read as .h5ad ({type(e).__name__}: {_first_line(e)})") from e
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"{p}: has {adata.n_obs} cells x {adata.n_vars} genes; nothing to use")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
+        raise InputError(f"{p}: duplicated cell names, e.g. {dup}")
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
+        raise InputError(f"{p}: duplicated gene names, e.g. {dup}")
+    return adata
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:200] if s else ""
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A process killed mid-write leaves the previous file (or none), never a partial one.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    tmp_p = Path(tmp)
+    try:
+        yield tmp_p
+        with open(tmp_p, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_p, p)
+    finally:
+        if tmp_p.exists():
+            tmp_p.unlink()
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def write_text(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,83 @@
+"""Direct targets per perturbation (with probabilities and shifts) vs downstream genes; the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.run import GimRun
+
+
+@torch.no_grad()
+def intervention_summary(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = None,
+                         *, use_posterior: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per request: target probability (K,d), signed direct shift on targets (K,d), and total
+    effect A^{-1}(prob * shift) (K,d), all in standardised (control-sd) units.
+
+    For training contexts the probability is the exact posterior given their cells; otherwise the
+    network's prior pi(features)."""
+    comps = [split_components(c) for c in requests["condition"]]
+    doses = [[float(x) for x in str(d).split(COMBO_SEP)] for d in requests["dose"]]
+    cb = run.context_batch(comps, doses, requests, new_feats or {})
+    logits, shifts = run.module.interventions(cb)
+    pi = torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)
+    pi_any = 1 - torch.prod(1 - pi, 1)
+    shift = (pi * shifts).sum(1) / pi_any.clamp_min(1e-6)
+    prob = pi_any.numpy()
+    if use_posterior and run.posterior is not None:
+        tc = run.contexts
+        keys = ["condition", "dose", *run.cov_keys]
+        index = {tuple(str(v) for v in r): i for i, r in enumerate(tc[keys].itertuples(index=False))}
+        for k, r in enumerate(requests[keys].itertuples(index=False)):
+            i = index.get(tuple(str(v) for v in r))
+            if i is not None:
+                prob[k] = run.posterior[i]
+    shift = shift.numpy()
+    total = run.module.sem.propagate(torch.from_numpy(prob * shift)).numpy()
+    return prob, shift, total
+
+
+def target_table(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = None, *,
+                 top: int = 20, n_downstream: int = 5) -> pd.DataFrame:
+    """Long table: per request its `top` direct targets (by probability) and its `n_downstream`
+    strongest downstream genes (largest |total - direct| effect among non-targets)."""
+    prob, shift, total = intervention_summary(run, requests, new_feats)
+    genes = np.asarray(run.genes)
+    keys = ["condition", "dose", *run.cov_keys]
+    rows = []
+    for k, r in enumerate(requests[keys].itertuples(index=False)):
+        base = dict(zip(keys, r, strict=True))
+        order = np.argsort(-prob[k], kind="stable")[:top]
+        for rank, j in enumerate(order, 1):
+            rows.append({**base, "kind": "target", "gene": genes[j], "prob": float(prob[k, j]),
+                         "shift": float(shift[k, j]), "effect": float(total[k, j]), "rank": rank})
+        downstream = np.abs(total[k] - prob[k] * shift[k])
+        downstream[order] = -1
+        for rank, j in enumerate(np.argsort(-downstream, kind="stable")[:n_downstream], 1):
+            rows.append({**base, "kind": "downstream", "gene": genes[j], "prob": float(prob[k, j]),
+                         "shift": float(shift[k, j]), "effect": float(total[k, j]), "rank": rank})
+    cols = [*keys, "kind", "gene", "prob", "shift", "effect", "rank"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def graph_table(run: GimRun, *, top: int | None = 100, min_weight: float = 0.0) -> pd.DataFrame:
+    """Learned causal edges source -> target with weight B[target, source], strongest first."""
+    B = run.module.sem.weights().detach().numpy()
+    t, s = np.nonzero(np.abs(B) > min_weight)
+    w = B[t, s]
+    order = np.argsort(-np.abs(w), kind="stable")
+    if top is not None:
+        order = order[:top]
+    genes = np.asarray(run.genes)
+    return pd.DataFrame({"source": genes[s[order]], "target": genes[t[order]], "weight": w[order]})
+
+
+def training_requests(run: GimRun, conditions: list[str] | None = None) -> pd.DataFrame:
+    """The perturbed training contexts, optionally only those of the named conditions."""
+    tc = run.contexts
+    tc = tc[~tc["is_control"].astype(bool)]
+    if conditions:
+        tc = tc[tc["condition"].isin([c.strip() for c in conditions])]
+    return tc[["condition", "dose", *run.cov_keys]].astype(str).reset_index(drop=True)

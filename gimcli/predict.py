@@ -1,0 +1,185 @@
+"""Predictive distributions of perturbations: known ones, new combinations, new drugs or doses."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from gimcli import _keys
+from gimcli.data.contexts import format_dose, parse_dose
+from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.errors import InputError
+from gimcli.run import GimRun, versions
+
+log = logging.getLogger(__name__)
+
+# Below this similarity to every training perturbation a prediction is an extrapolation.
+LOW_SIMILARITY = {"smiles": 0.3, "numeric": 0.5, "identity": 1.0}
+
+
+def _cross(base: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    return base.merge(extra, how="cross") if len(extra.columns) else base
+
+
+def build_requests(
+    run: GimRun,
+    *,
+    features: pd.DataFrame | None = None,
+    conditions: list[str] | None = None,
+    doses: list[float] | None = None,
+    covariates: dict[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The contexts to predict (condition, dose, <covariates>) and features of new components.
+
+    `features` is a CSV table with `name` and `smiles` (or the numeric feature columns used in
+    training), optionally `dose` and covariate columns; `conditions` names perturbations or
+    combinations (`A+B`) whose components the model knows.
+    """
+    if (features is None) == (conditions is None):
+        raise InputError("give either --features/--drug-features CSV or --conditions")
+    spec = run.spec
+    uses_dose = run.meta["keys"]["dose_key"] is not None
+    cov_keys = run.cov_keys
+    new_feats: dict[str, np.ndarray] = {}
+    if features is not None:
+        df = features.copy()
+        names = df["name"].astype(str).str.strip()
+        if spec.kind == "smiles":
+            if "smiles" not in df.columns:
+                raise InputError("the features CSV needs a 'smiles' column (the model was trained on SMILES)")
+            table = dict(zip(names, df["smiles"], strict=True))
+            new_feats = spec.featurize_smiles({n: s for n, s in table.items()})
+        elif spec.kind == "numeric":
+            miss = [c for c in spec.columns if c not in df.columns]
+            if miss:
+                raise InputError(f"the features CSV lacks feature column(s) {miss} used in training")
+            vals = df[spec.columns].apply(pd.to_numeric, errors="coerce")
+            bad = names[vals.isna().any(axis=1)].tolist()
+            if bad:
+                raise InputError(f"non-numeric or empty feature values for {bad[:10]}")
+            new_feats = spec.featurize_numeric({n: v for n, v in zip(names, vals.to_numpy(np.float32), strict=True)})
+        else:
+            unknown = sorted(set(names) - set(spec.components))
+            if unknown:
+                raise InputError(f"identity features only cover training perturbations; unknown: {unknown[:10]}")
+        req = pd.DataFrame({"condition": names})
+        if "dose" in df.columns and uses_dose:
+            req["dose"] = df["dose"].astype(str).to_numpy()
+        for k in cov_keys:
+            if k in df.columns:
+                req[k] = df[k].astype(str).to_numpy()
+    else:
+        req = pd.DataFrame({"condition": [c.strip() for c in conditions]})
+        known = set(spec.components)
+        unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
+        if unknown:
+            raise InputError(f"--conditions: perturbation(s) {unknown[:10]} not in training; give their features with --features")
+    if uses_dose and "dose" not in req.columns:
+        if not doses:
+            raise InputError("the model was trained with doses: give --doses or a 'dose' column")
+        req = _cross(req, pd.DataFrame({"dose": [format_dose(x) for x in doses]}))
+    elif not uses_dose:
+        req["dose"] = "1"
+    # canonical dose strings (one number per component)
+    req["dose"] = [
+        COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(c)), column="dose"))
+        for c, d in zip(req["condition"], req["dose"], strict=True)
+    ]
+    covariates = dict(covariates or {})
+    unknown_cov = set(covariates) - set(cov_keys)
+    if unknown_cov:
+        raise InputError(f"--covariate {sorted(unknown_cov)}: model covariates are {cov_keys}")
+    for k, v in covariates.items():
+        req[k] = str(v)
+    missing = [k for k in cov_keys if k not in req.columns]
+    if missing:  # every training group, for the covariates not given
+        req = _cross(req, run.groups[missing].drop_duplicates().astype(str))
+    return req[["condition", "dose", *cov_keys]].reset_index(drop=True), new_feats
+
+
+def applicability(run: GimRun, requests: pd.DataFrame, new_feats: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per request: the lowest, over its components, of the similarity to the nearest training
+    component, and that nearest component."""
+    spec = run.spec
+    train_names = run.meta["components"]
+    sims, nearest = [], []
+    for cond in requests["condition"]:
+        worst, near = 1.0, ""
+        for c in split_components(cond):
+            if c in new_feats:
+                s = spec.similarity(new_feats[c][None], run.comp_feats)[0]
+                j = int(np.argmax(s))
+                if s[j] < worst or not near:
+                    worst, near = min(worst, float(s[j])), train_names[j]
+            elif not near:
+                near = c
+        sims.append(worst)
+        nearest.append(near)
+    return pd.DataFrame({"similarity": sims, "nearest": nearest})
+
+
+@torch.no_grad()
+def predict(
+    run: GimRun,
+    requests: pd.DataFrame,
+    new_feats: dict[str, np.ndarray] | None = None,
+    *,
+    n_cells: int = 100,
+    seed: int = 0,
+    map_targets: bool = True,
+) -> ad.AnnData:
+    """Sample `n_cells` per request from the model; layers hold each condition's mean and target
+    probability. Cells use the MAP targets (pi > 0.5) by default; the mean uses E[u] = pi * m."""
+    new_feats = new_feats or {}
+    cov_keys = run.cov_keys
+    comps = [split_components(c) for c in requests["condition"]]
+    doses = [[float(x) for x in d.split(COMBO_SEP)] for d in requests["dose"]]
+    cb = run.context_batch(comps, doses, requests, new_feats)
+    module = run.module.eval()
+    mean_std, pi_any, _ = module.predict_mean(cb)
+    _, _, u_cells = module.predict_mean(cb, map_targets=map_targets)
+    g = run.group_index(requests)
+    mu_g, sd_g = run.std_mean[g], run.std_sd[g]
+    mean_expr = mean_std.numpy() * sd_g + mu_g
+
+    gen = torch.Generator().manual_seed(seed)
+    K, d = mean_expr.shape
+    reps = np.repeat(np.arange(K), n_cells)
+    x = module.sem.sample(u_cells[reps], generator=gen).numpy()
+    cells = np.clip(x * sd_g[reps] + mu_g[reps], 0, None).astype(np.float32)
+
+    app = applicability(run, requests, new_feats)
+    low = app["similarity"] < LOW_SIMILARITY[run.spec.kind]
+    if low.any():
+        log.warning("%d of %d predicted perturbation(s) are far from every training perturbation "
+                    "(similarity < %.2f); treat them as extrapolations", int(low.sum()), K, LOW_SIMILARITY[run.spec.kind])
+    labels = [f"{c}|{d}" + "".join(f"|{r[k]}" for k in cov_keys) for (_, r), c, d in
+              zip(requests.iterrows(), requests["condition"], requests["dose"], strict=True)]
+    obs = requests.iloc[reps].reset_index(drop=True).copy()
+    obs[_keys.OBS_SIMILARITY] = app["similarity"].to_numpy()[reps]
+    obs.index = [f"pred{i}" for i in range(len(obs))]
+    for c in ["condition", "dose", *cov_keys]:
+        obs[c] = obs[c].astype("category")
+    out = ad.AnnData(X=sp.csr_matrix(cells), obs=obs, var=pd.DataFrame(index=run.genes))
+    out.layers[_keys.LAYER_MEAN] = mean_expr[reps].astype(np.float32)
+    out.layers[_keys.LAYER_TARGET_PROB] = pi_any.numpy()[reps].astype(np.float32)
+    conds = requests.copy()
+    conds["similarity"] = app["similarity"].to_numpy()
+    conds["nearest_training"] = app["nearest"].to_numpy()
+    conds["low_similarity"] = low.to_numpy()
+    conds["n_map_targets"] = (pi_any.numpy() > 0.5).sum(1)
+    conds.index = labels
+    out.uns[_keys.UNS] = {
+        "conditions": conds,
+        "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
+        "target_prob": pd.DataFrame(pi_any.numpy(), index=labels, columns=run.genes),
+        "params": {"n_cells": n_cells, "seed": seed, "map_targets": map_targets},
+        "model": {"seed": run.meta["seed"], "input": run.meta.get("input", {}), "config": run.meta["config"]},
+        "versions": versions(),
+    }
+    return out

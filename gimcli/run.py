@@ -1,0 +1,181 @@
+"""GimRun: a trained model and everything needed to use it; one run directory on disk.
+
+run/model.pt holds tensors only (loaded with weights_only=True); run/model.json holds the rest
+as plain JSON (genes, preprocessing, feature spec, covariates, config, versions, seed, input hash).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
+from gimcli.config import TrainConfig
+from gimcli.data.contexts import covariate_onehot, dose_transform
+from gimcli.data.features import FeatureSpec
+from gimcli.data.io import atomic_path
+from gimcli.data.preprocess import PreprocessInfo
+from gimcli.errors import CheckpointMismatch, ModelError
+from gimcli.model.module import ContextBatch, GIMModule
+from gimcli.train.batches import context_batch
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"gim": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "anndata", "scanpy", "rdkit", "h5py"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover
+            out[pkg] = "absent"
+    return out
+
+
+def context_label(row: pd.Series | dict, cov_keys: list[str]) -> str:
+    parts = [str(row["condition"])]
+    if row.get("dose", "") not in ("", None):
+        parts.append(f"dose={row['dose']}")
+    parts += [f"{k}={row[k]}" for k in cov_keys]
+    return "|".join(parts)
+
+
+@dataclass
+class GimRun:
+    module: GIMModule
+    meta: dict
+    comp_feats: np.ndarray  # (n_components, F) features of the training components
+    std_mean: np.ndarray  # (G, d) control mean per covariate group
+    std_sd: np.ndarray  # (G, d)
+    posterior: np.ndarray | None = None  # (K, d) posterior target probability per training context
+
+    # -- views of the metadata ---------------------------------------------------------------
+    @property
+    def genes(self) -> list[str]:
+        return self.meta["preprocess"]["genes"]
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec.from_dict(self.meta["features"])
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    @property
+    def preprocess_info(self) -> PreprocessInfo:
+        return PreprocessInfo(**self.meta["preprocess"])
+
+    @property
+    def cov_keys(self) -> list[str]:
+        return self.meta["covariates"]["keys"]
+
+    @property
+    def groups(self) -> pd.DataFrame:
+        g = pd.DataFrame(self.meta["covariates"]["groups"])
+        return g if len(g.columns) else pd.DataFrame(index=[0])
+
+    @property
+    def contexts(self) -> pd.DataFrame:
+        return pd.DataFrame(self.meta["contexts"])
+
+    def group_index(self, cov_values: pd.DataFrame) -> np.ndarray:
+        """Row of the standardisation table for each row of covariate values."""
+        if not self.cov_keys:
+            return np.zeros(len(cov_values), dtype=np.int64)
+        g = self.groups.astype(str)
+        key = pd.MultiIndex.from_frame(g[self.cov_keys])
+        idx = key.get_indexer(pd.MultiIndex.from_frame(cov_values[self.cov_keys].astype(str)))
+        if (idx < 0).any():
+            bad = cov_values.iloc[int(np.flatnonzero(idx < 0)[0])][self.cov_keys].to_dict()
+            raise ModelError(f"covariates {bad} were not in training (known groups: {g.to_dict('records')})")
+        return idx
+
+    def context_batch(self, components: list[list[str]], doses: list[list[float]], cov_values: pd.DataFrame,
+                      new_features: dict[str, np.ndarray] | None = None) -> ContextBatch:
+        """Network inputs for contexts given by component names, their doses and covariates."""
+        names = self.meta["components"]
+        new_features = new_features or {}
+        extra = [n for cl in components for n in cl if n not in names and n not in new_features]
+        if extra:
+            raise ModelError(f"no features for {sorted(set(extra))[:10]}")
+        vocab = names + [n for n in new_features if n not in names]
+        feats = np.concatenate([self.comp_feats, np.stack([new_features[n] for n in vocab[len(names):]])]) \
+            if len(vocab) > len(names) else self.comp_feats
+        gene_of = {g: i for i, g in enumerate(self.genes)}
+        comp_gene = np.array(self.meta["comp_gene"] + [gene_of.get(n, -1) if self.spec.kind == "identity" else -1
+                                                      for n in vocab[len(names):]], dtype=np.int64)
+        C = max(1, max(len(c) for c in components))
+        idx = -np.ones((len(components), C), np.int64)
+        dz = np.zeros((len(components), C))
+        pos = {n: i for i, n in enumerate(vocab)}
+        for k, (cl, dl) in enumerate(zip(components, doses, strict=True)):
+            for c, (n, x) in enumerate(zip(cl, dl, strict=True)):
+                idx[k, c] = pos[n]
+                dz[k, c] = x
+        cov = covariate_onehot(cov_values, self.cov_keys, self.meta["covariates"]["categories"])
+        return context_batch(feats, idx, dose_transform(dz, self.meta["dose_scale"]), cov, comp_gene)
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, out: str | Path) -> None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"module.{k}": v.detach().cpu() for k, v in self.module.state_dict().items()}
+        tensors["comp_feats"] = torch.from_numpy(np.asarray(self.comp_feats, np.float32))
+        tensors["std_mean"] = torch.from_numpy(self.std_mean)
+        tensors["std_sd"] = torch.from_numpy(self.std_sd)
+        if self.posterior is not None:
+            tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
+        with atomic_path(out / _keys.MODEL_WEIGHTS) as tmp:
+            torch.save(tensors, tmp)
+        with atomic_path(out / _keys.MODEL_META) as tmp:
+            tmp.write_text(json.dumps(self.meta, indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, device: str | torch.device = "cpu") -> GimRun:
+        run_dir = Path(run_dir)
+        meta_p, w_p = run_dir / _keys.MODEL_META, run_dir / _keys.MODEL_WEIGHTS
+        for p in (meta_p, w_p):
+            if not p.exists():
+                raise ModelError(f"{run_dir}: not a gim run directory (missing {p.name})")
+        try:
+            meta = json.loads(meta_p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelError(f"{meta_p}: corrupt model metadata ({e})") from e
+        if not isinstance(meta, dict) or meta.get("format_version") != MODEL_FORMAT_VERSION:
+            got = meta.get("format_version") if isinstance(meta, dict) else None
+            raise CheckpointMismatch(
+                f"{meta_p}: model format {got!r}, this gim {__version__} reads format {MODEL_FORMAT_VERSION}; retrain"
+            )
+        try:
+            t = torch.load(w_p, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, pickle with code, wrong format
+            raise ModelError(f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+        if not isinstance(t, dict):
+            raise ModelError(f"{w_p}: expected a dict of tensors")
+        try:
+            cfg = TrainConfig.from_dict(meta["config"])
+            d = len(meta["preprocess"]["genes"])
+            module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
+                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph)
+            module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
+            run = cls(module=module.to(device).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
+                      std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
+                      posterior=t["posterior"].numpy() if "posterior" in t else None)
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
+        return run
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-able: {type(o)}")

@@ -1,0 +1,203 @@
+"""Synthetic perturbation screens with a known causal graph and known direct targets.
+
+Genes follow the model's own generative story: x = A^{-1}(u + eps) with a random sparse B (cycles
+allowed), a hidden rule from drug features to targets and shifts, and a Hill dose-response on the
+shifts. Expression is written as log-normalised values, or as Poisson counts with `counts=True`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from gimcli import _keys
+
+# Small molecules with public, well-known structures (names as in sci-Plex where present).
+BUILTIN_SMILES = {
+    "Aspirin": "CC(=O)OC1=CC=CC=C1C(=O)O",
+    "Caffeine": "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
+    "Ibuprofen": "CC(C)CC1=CC=C(C=C1)C(C)C(=O)O",
+    "Paracetamol": "CC(=O)NC1=CC=C(C=C1)O",
+    "Dexamethasone": "CC1CC2C3CCC4=CC(=O)C=CC4(C3(C(CC2(C1(C(=O)CO)O)C)O)F)C",
+    "Vorinostat": "C1=CC=C(C=C1)NC(=O)CCCCCCC(=O)NO",
+    "Imatinib": "CC1=C(C=C(C=C1)NC(=O)C2=CC=C(C=C2)CN3CCN(CC3)C)NC4=NC=CC(=N4)C5=CN=CC=C5",
+    "Gefitinib": "COC1=C(C=C2C(=C1)N=CN=C2NC3=CC(=C(C=C3)F)Cl)OCCCN4CCOCC4",
+    "Erlotinib": "COCCOC1=C(C=C2C(=C1)C(=NC=N2)NC3=CC=CC(=C3)C#C)OCCOC",
+    "Methotrexate": "CN(CC1=CN=C2C(=N1)C(=NC(=N2)N)N)C3=CC=C(C=C3)C(=O)NC(CCC(=O)O)C(=O)O",
+    "Metformin": "CN(C)C(=N)N=C(N)N",
+    "Tamoxifen": "CCC(=C(C1=CC=CC=C1)C2=CC=C(C=C2)OCCN(C)C)C3=CC=CC=C3",
+    "Nutlin-3": "CC(C)OC1=C(C=CC(=C1)OC)C2=NC(C(N2C(=O)N3CCNC(=O)C3)C4=CC=C(C=C4)Cl)C5=CC=C(C=C5)Cl",
+    "Trametinib": "CC1=C2C(=C(N(C1=O)C)NC3=C(C=C(C=C3)I)F)C(=O)N(C(=O)N2C4=CC=CC(=C4)NC(=O)C)C5CC5",
+    "Sorafenib": "CNC(=O)C1=NC=CC(=C1)OC2=CC=C(C=C2)NC(=O)NC3=CC(=C(C=C3)Cl)C(F)(F)F",
+    "Valproic acid": "CCCC(CCC)C(=O)O",
+    "Resveratrol": "C1=CC(=CC=C1C=CC2=CC(=CC(=C2)O)O)O",
+    "Quercetin": "C1=CC(=C(C=C1C2=C(C(=O)C3=C(C=C(C=C3O2)O)O)O)O)O",
+    "Curcumin": "COC1=C(C=CC(=C1)C=CC(=O)CC(=O)C=CC2=CC(=C(C=C2)O)OC)O",
+    "Lenalidomide": "C1CC(=O)NC(=O)C1N2CC3=C(C2=O)C=CC=C3N",
+    "Thalidomide": "C1CC(=O)NC(=O)C1N2C(=O)C3=CC=CC=C3C2=O",
+    "Dasatinib": "CC1=C(C(=CC=C1)Cl)NC(=O)C2=CN=C(S2)NC3=CC(=NC(=N3)C)N4CCN(CC4)CCO",
+    "Bortezomib": "B(C(CC(C)C)NC(=O)C(CC1=CC=CC=C1)NC(=O)C2=NC=CN=C2)(O)O",
+    "Fluorouracil": "C1=C(C(=O)NC(=O)N1)F",
+    "Hydroxyurea": "C(=O)(N)NO",
+    "Azacitidine": "C1=NC(=O)N(C(=N1)N)C2C(C(C(O2)CO)O)O",
+    "Olaparib": "C1CC1C(=O)N2CCN(CC2)C(=O)C3=C(C=CC(=C3)CC4=NNC(=O)C5=CC=CC=C54)F",
+    "Ruxolitinib": "C1CCC(C1)C(CC#N)N2C=C(C=N2)C3=C4C=CNC4=NC=N3",
+    "Tofacitinib": "CC1CCN(CC1N(C)C2=NC=NC3=C2C=CN3)C(=O)CC#N",
+    "Panobinostat": "CC1=C(C2=CC=CC=C2N1)CCNCC3=CC=C(C=C3)C=CC(=O)NO",
+}
+
+
+def random_graph(d: int, rng: np.random.Generator, *, kind: str = "cyclic", degree: float = 1.5, max_radius: float = 0.7) -> np.ndarray:
+    """B[j, i] = effect of gene i on gene j; about `degree` parents per gene."""
+    p = min(1.0, degree / max(d - 1, 1))
+    mask = rng.random((d, d)) < p
+    np.fill_diagonal(mask, False)
+    if kind == "dag":
+        perm = rng.permutation(d)
+        order = np.empty(d, int)
+        order[perm] = np.arange(d)
+        mask &= order[None, :] < order[:, None]  # parent i before child j
+    W = rng.uniform(0.4, 1.0, (d, d)) * rng.choice([-1.0, 1.0], (d, d)) * mask
+    rho = np.abs(np.linalg.eigvals(W)).max() if d else 0.0
+    if rho > max_radius:
+        W *= max_radius / rho
+    return W
+
+
+def hill(dose: np.ndarray, ec50: np.ndarray, slope: float = 1.5) -> np.ndarray:
+    dose = np.asarray(dose, float)
+    return dose**slope / (dose**slope + ec50**slope)
+
+
+def simulate(
+    *,
+    n_genes: int = 20,
+    n_drugs: int = 12,
+    doses: tuple[float, ...] = (10.0, 100.0, 1000.0),
+    n_cells: int = 60,
+    n_control: int = 300,
+    n_combos: int = 0,
+    n_cell_lines: int = 1,
+    graph: str = "cyclic",
+    degree: float = 1.5,
+    n_targets: int = 2,
+    features: str = "numeric",
+    n_features: int = 8,
+    smiles: dict[str, str] | None = None,
+    counts: bool = False,
+    noise: float = 0.5,
+    seed: int = 0,
+):
+    """Return an AnnData screen with ground truth in `uns['gim_truth']`.
+
+    features: "numeric" (columns f0..f{n-1} in obs) or "smiles" (column `smiles`; drugs taken
+    from `smiles` or the built-in list). Targets of a drug: its `n_targets` genes of highest
+    score under a hidden linear rule on its features; shifts: a second hidden rule, times a Hill
+    function of dose with a drug-specific EC50.
+    """
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    d = n_genes
+    genes = [f"G{j:0{len(str(d - 1))}d}" for j in range(d)]
+    B = random_graph(d, rng, kind=graph, degree=degree)
+    A_inv = np.linalg.inv(np.eye(d) - B)
+    sigma = rng.uniform(0.7, 1.0, d) * noise
+
+    if features == "smiles":
+        from gimcli.data.features import morgan_fingerprints
+
+        pool = dict(smiles or BUILTIN_SMILES)
+        names = list(pool)[:n_drugs]
+        if len(names) < n_drugs:
+            raise ValueError(f"only {len(names)} SMILES available for {n_drugs} drugs")
+        fps = morgan_fingerprints({n: pool[n] for n in names}, n_bits=256)
+        F = np.stack([fps[n] for n in names])
+        F = (F - F.mean(0)) / np.maximum(F.std(0), 1e-6)
+    else:
+        names = [f"drug{k:02d}" for k in range(n_drugs)]
+        F = rng.normal(size=(n_drugs, n_features))
+    W_t = rng.normal(size=(F.shape[1], d))
+    W_s = rng.normal(size=(F.shape[1], d))
+    score = F @ W_t
+    top = np.argsort(-score, axis=1)[:, :n_targets]
+    Z = np.zeros((n_drugs, d), bool)
+    np.put_along_axis(Z, top, True, axis=1)
+    sign = np.sign(np.tanh(F @ W_s / np.sqrt(F.shape[1])) + 1e-9)
+    M = sign * (1.5 + 1.5 * np.abs(np.tanh(F @ W_s / np.sqrt(F.shape[1]))))
+    ec50 = np.exp(rng.uniform(np.log(min(doses)), np.log(max(doses)), n_drugs))
+
+    lines = [f"line{c}" for c in range(n_cell_lines)]
+    base = rng.uniform(1.0, 3.0, (n_cell_lines, d))
+    scale = rng.uniform(0.3, 0.5, d)
+
+    conds: list[tuple[str, str, list[int], list[float]]] = [("control", "0", [], [])]
+    for k in range(n_drugs):
+        for dz in doses:
+            conds.append((names[k], f"{dz:g}", [k], [dz]))
+    pairs = set()
+    while len(pairs) < n_combos and n_drugs > 1:
+        a, b = sorted(rng.choice(n_drugs, 2, replace=False).tolist())
+        pairs.add((a, b))
+    for a, b in sorted(pairs):
+        dz = max(doses)
+        conds.append((f"{names[a]}+{names[b]}", f"{dz:g}+{dz:g}", [a, b], [dz, dz]))
+
+    blocks, obs_rows, truth = [], [], []
+    for li, line in enumerate(lines):
+        for cond, dose_s, comps, dz in conds:
+            n = n_control if not comps else n_cells
+            u = np.zeros(d)
+            for k, dk in zip(comps, dz, strict=True):
+                shift = Z[k] * M[k] * hill(dk, ec50[k])
+                u += shift
+                for j in np.flatnonzero(Z[k]):
+                    truth.append((cond, dose_s, line, names[k], genes[j], float(shift[j])))
+            eps = rng.normal(size=(n, d)) * sigma
+            x = (u + eps) @ A_inv.T
+            blocks.append(base[li] + scale * x)
+            obs_rows += [(cond, dose_s if comps else "0", line)] * n
+    expr = np.vstack(blocks)
+    if counts:
+        lib = rng.lognormal(np.log(2000), 0.3, len(expr))[:, None]
+        rate = np.exp(expr)
+        rate = rate / rate.sum(1, keepdims=True) * lib
+        X = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+    else:
+        X = sp.csr_matrix(np.clip(expr, 0, None).astype(np.float32))
+
+    obs = pd.DataFrame(obs_rows, columns=["condition", "dose", "cell_line"])
+    obs.index = [f"cell{i}" for i in range(len(obs))]
+    if features == "smiles":
+        smi = {n: (smiles or BUILTIN_SMILES)[n] for n in names}
+        # SMILES may contain '+' (charges), so combination rows carry none: a combination's
+        # components are featurised from their single-drug rows.
+        obs["smiles"] = [smi.get(c, "") for c in obs["condition"]]
+    else:
+        fmap = {n: F[k] for k, n in enumerate(names)}
+        single = obs["condition"].isin(names)
+        for f in range(F.shape[1]):
+            col = np.full(len(obs), np.nan)
+            col[single.to_numpy()] = [fmap[c][f] for c in obs.loc[single, "condition"]]
+            obs[f"f{f}"] = col
+    for c in ("condition", "dose", "cell_line"):
+        obs[c] = obs[c].astype("category")
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+    tt = pd.DataFrame(truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"])
+    adata.uns[_keys.UNS_TRUTH] = {
+        "B": B.astype(np.float32),
+        "targets": tt,
+        "drug_targets": pd.DataFrame(
+            [(names[k], genes[j], float(M[k, j])) for k in range(n_drugs) for j in np.flatnonzero(Z[k])],
+            columns=["component", "gene", "max_shift"],
+        ),
+        "ec50": dict(zip(names, ec50.tolist(), strict=True)),
+        "params": {
+            "n_genes": n_genes, "n_drugs": n_drugs, "doses": list(doses), "n_cells": n_cells,
+            "n_control": n_control, "n_combos": n_combos, "n_cell_lines": n_cell_lines, "graph": graph,
+            "degree": degree, "n_targets": n_targets, "features": features, "counts": counts,
+            "noise": noise, "seed": seed,
+        },
+    }
+    return adata
