@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.errors import InputError
 from gimcli.run import GimRun
 
 
@@ -74,10 +75,15 @@ def graph_table(run: GimRun, *, top: int | None = 100, min_weight: float = 0.0) 
     return pd.DataFrame({"source": genes[s[order]], "target": genes[t[order]], "weight": w[order]})
 
 
-def training_requests(run: GimRun, conditions: list[str] | None = None) -> pd.DataFrame:
-    """The perturbed training contexts, optionally only those of the named conditions."""
+def training_requests(run: GimRun, conditions: list[str] | None = None,
+                      covariates: dict[str, str] | None = None) -> pd.DataFrame:
+    """The perturbed training contexts, optionally only those of the named conditions/covariates."""
     tc = run.contexts
     tc = tc[~tc["is_control"].astype(bool)]
     if conditions:
         tc = tc[tc["condition"].isin([c.strip() for c in conditions])]
+    for k, v in (covariates or {}).items():
+        if k not in run.cov_keys:
+            raise InputError(f"--covariate {k}: model covariates are {run.cov_keys}")
+        tc = tc[tc[k].astype(str) == str(v)]
     return tc[["condition", "dose", *run.cov_keys]].astype(str).reset_index(drop=True)

@@ -49,7 +49,7 @@ def explain(
                                       doses=parse_floats(doses, option="--doses"),
                                       covariates=parse_kv(covariate, option="--covariate"))
         else:
-            req = training_requests(run, conds)
+            req = training_requests(run, conds, parse_kv(covariate, option="--covariate"))
             known = set(req["condition"])
             unseen = [c for c in conds or [] if c not in known]
             if unseen:  # not trained on (e.g. a new combination): explain from the network's prior

@@ -136,7 +136,8 @@ def build_contexts(
             dtype=object,
         )
     else:
-        dose_str = np.where(is_ctrl, "", "1").astype(object)
+        ones = {p: COMBO_SEP.join(["1"] * max(len(c), 1)) for p, c in comps_of.items()}
+        dose_str = np.array(["" if p == control else ones[p] for p in pert.to_numpy()], dtype=object)
 
     key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
     codes, uniques = pd.factorize(pd.MultiIndex.from_frame(key))

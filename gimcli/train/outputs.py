@@ -68,11 +68,9 @@ def cell_context_labels(obs: pd.DataFrame, run: GimRun, labels: list[str]) -> np
     for p, d in pairs.itertuples(index=False):
         if p == keys["control"]:
             canon.append("")
-        elif keys["dose_key"] is None:
-            canon.append("1")
         else:
             try:
-                canon.append(COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(p)), column=keys["dose_key"])))
+                canon.append(COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(p)), column=keys["dose_key"] or "dose")))
             except Exception:  # a cell the model never saw; it simply gets no label
                 canon.append(None)
     pairs = pairs.assign(dose=canon)

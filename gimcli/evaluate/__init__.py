@@ -1,0 +1,1 @@
+"""Held-out evaluation: metrics, baselines, splits, and recovery of known truth."""

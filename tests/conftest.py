@@ -1,0 +1,61 @@
+"""Small screens made by gim's own simulator, built once per session and copied per test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _write(adata, path: Path) -> Path:
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_cache(tmp_path_factory) -> dict[str, Path]:
+    from gimcli.simulate import simulate
+
+    d = tmp_path_factory.mktemp("sim")
+    return {
+        # drugs by SMILES, 2 doses, pairs, 2 cell lines: exercises every code path of train/predict
+        "smiles": _write(simulate(n_genes=12, n_drugs=6, doses=(10.0, 1000.0), n_cells=30, n_control=120,
+                                  n_combos=2, n_cell_lines=2, features="smiles", seed=1), d / "smiles.h5ad"),
+        # numeric features, raw counts
+        "counts": _write(simulate(n_genes=15, n_drugs=5, doses=(100.0,), n_cells=40, n_control=150,
+                                  features="numeric", n_features=4, counts=True, seed=2), d / "counts.h5ad"),
+    }
+
+
+@pytest.fixture
+def smiles_h5ad(sim_cache, tmp_path) -> Path:
+    return Path(shutil.copy(sim_cache["smiles"], tmp_path / "screen.h5ad"))
+
+
+@pytest.fixture
+def counts_h5ad(sim_cache, tmp_path) -> Path:
+    return Path(shutil.copy(sim_cache["counts"], tmp_path / "counts.h5ad"))
+
+
+@pytest.fixture
+def gim(capsys):
+    """Run the real CLI entry point in-process: returns (exit code, stdout, stderr)."""
+    from gimcli.cli import main
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return _run
+
+
+def shared_file(rel: str) -> Path:
+    p = SHARED / rel
+    if not p.exists():
+        pytest.skip(f"{p} not available (tests read real data from ../shared/data)")
+    return p
