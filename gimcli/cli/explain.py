@@ -24,6 +24,7 @@ def explain(
     top_edges: int = typer.Option(100, help="Edges listed with --graph (strongest first)."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the targets of each condition to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -59,6 +60,15 @@ def explain(
 
                 req = pd.concat([req, extra], ignore_index=True)
         df = target_table(run, req, new, top=top_targets, n_downstream=n_downstream)
+        if plot is not None:
+            from gimcli.data.io import atomic_path
+            from gimcli.report.plots import targets_bars
+
+            if len(req) > 24:
+                raise InputError(f"--plot draws at most 24 conditions ({len(req)} selected); narrow with --conditions/--covariate")
+            png = targets_bars(df, label_cols=["condition", "dose", *run.cov_keys])
+            with atomic_path(plot) as tmp:
+                tmp.write_bytes(png)
     text = _render(df, fmt)
     if out is not None:
         write_text(text, out)

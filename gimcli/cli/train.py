@@ -76,6 +76,10 @@ def train(
             input_info=info, progress=prog.update,
         )
     paths = write_run(run, hist, out, adata=adata)
+    from gimcli.report import write_report
+
+    if (report := write_report(out)) is not None:
+        paths["report"] = str(report)
     diag = run.meta["diagnostics"]
     summary = {
         "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),

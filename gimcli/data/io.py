@@ -66,10 +66,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_p
         with open(tmp_p, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_p, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_p, p)
     finally:
         if tmp_p.exists():
             tmp_p.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:

@@ -25,8 +25,11 @@ def trained(gim, smiles_h5ad, tmp_path):
 def test_train_writes_documented_outputs(trained, smiles_h5ad):
     run, summary = trained
     assert summary["status"] == "ok" and summary["n_genes"] == 12
-    for f in ("model.pt", "model.json", "metrics.csv", "annotated.h5ad", "gim.log"):
+    for f in ("model.pt", "model.json", "metrics.csv", "annotated.h5ad", "gim.log", "report.html"):
         assert (run / f).exists(), f
+    report = (run / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 2  # learning curve + target heatmap, self-contained
+    assert "Strongest learned causal edges" in report
     meta = json.loads((run / "model.json").read_text())
     assert meta["features"]["kind"] == "smiles" and meta["features"]["chirality"] is True
     assert meta["seed"] == 0 and "torch" in meta["versions"] and len(meta["input"]["sha256"]) == 64
@@ -104,6 +107,12 @@ def test_explain_targets_and_graph(trained, gim, tmp_path):
 
     rc, out, _ = gim("explain", run, "--top-targets", "2")
     assert rc == 0 and "target" in out  # human table
+
+    png = tmp_path / "targets.png"
+    rc, _, err = gim("explain", run, "--conditions", "Aspirin,Caffeine", "--covariate", "cell_line=line0",
+                     "--plot", png, "--format", "csv")
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_counts_input_with_numeric_features(gim, counts_h5ad, tmp_path):
