@@ -19,7 +19,7 @@ from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_transform
 from gimcli.data.features import FeatureSpec
-from gimcli.data.io import atomic_path
+from gimcli.data.io import atomic_path, file_sha256
 from gimcli.data.preprocess import PreprocessInfo
 from gimcli.errors import CheckpointMismatch, ModelError
 from gimcli.model.module import ContextBatch, GIMModule
@@ -134,8 +134,10 @@ class GimRun:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
         with atomic_path(out / _keys.MODEL_WEIGHTS) as tmp:
             torch.save(tensors, tmp)
+            # model.json names the model.pt it belongs with: a half-replaced run dir is detected
+            meta = {**self.meta, "weights_sha256": file_sha256(tmp)}
         with atomic_path(out / _keys.MODEL_META) as tmp:
-            tmp.write_text(json.dumps(self.meta, indent=1, default=_json_default))
+            tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | torch.device = "cpu") -> GimRun:
@@ -153,6 +155,10 @@ class GimRun:
             raise CheckpointMismatch(
                 f"{meta_p}: model format {got!r}, this gim {__version__} reads format {MODEL_FORMAT_VERSION}; retrain"
             )
+        want = meta.get("weights_sha256")
+        if want is not None and file_sha256(w_p) != want:
+            raise ModelError(f"{w_p}: does not match {meta_p.name} (SHA-256 differs): the run directory is "
+                             "incomplete, was replaced halfway or was modified; restore it or retrain")
         try:
             t = torch.load(w_p, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated file, pickle with code, wrong format
@@ -168,7 +174,7 @@ class GimRun:
             run = cls(module=module.to(device).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
                       posterior=t["posterior"].numpy() if "posterior" in t else None)
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
         return run
 

@@ -64,12 +64,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_p = Path(tmp)
     try:
         yield tmp_p
+        # mkstemp makes 0600 files; give the output the mode a plain open() would (umask)
+        os.chmod(tmp_p, _default_mode())
         with open(tmp_p, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_p, p)
+        _fsync_dir(p.parent)  # the rename itself survives a power cut
     finally:
         if tmp_p.exists():
             tmp_p.unlink()
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
