@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 TRAIN_ARGS = ["--dose-key", "dose", "--feature-keys", "f0,f1,f2", "-q"]
 
 
@@ -17,3 +20,13 @@ def tiny_screen(seed: int = 3):
 def write_tiny(path: Path, seed: int = 3) -> Path:
     tiny_screen(seed).write_h5ad(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: CPU bit-identity holds at a fixed thread count (subprocesses get
+    OMP_NUM_THREADS=1), and tiny models run much faster without thread hand-offs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,16 +18,9 @@ import torch
 from gimcli.config import TrainConfig
 from gimcli.errors import CheckpointMismatch, Preempted
 from gimcli.train.checkpoint import Checkpointer
-from tests.tiny import TRAIN_ARGS, tiny_screen, write_tiny
+from tests.tiny import TRAIN_ARGS, one_thread, tiny_screen, write_tiny  # noqa: F401
 
-
-@pytest.fixture
-def one_thread():
-    # CPU bit-identity holds at a fixed thread count; the subprocess runs with OMP_NUM_THREADS=1
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(run):
@@ -39,7 +32,7 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path, one_thread):
+def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
     data = write_tiny(tmp_path / "tiny.h5ad")
     steps = "240"
     run, ref = tmp_path / "run", tmp_path / "ref"
@@ -75,7 +68,7 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path, one_t
     assert not torch.equal(saved["module.sem.B"], a["module.sem.B"])
 
 
-def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, one_thread):
+def test_resume_inside_a_later_restart_in_exact_phase(tmp_path):
     """Library level, with a signal at a chosen step: restart 1 of 2, exact phase, so the
     best state, the early-stopping counter and the best finished restart all come back."""
     from gimcli.train.fit import train
