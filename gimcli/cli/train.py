@@ -89,8 +89,9 @@ def train(
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
             input_info=info, progress=prog.update, checkpoint=ckpt,
         )
-    run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
-    paths = write_run(run, hist, out, adata=adata)
+        # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
+        run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
+        paths = write_run(run, hist, out, adata=adata)
     ckpt.finished()
     diag = run.meta["diagnostics"]
     summary = {

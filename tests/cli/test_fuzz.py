@@ -54,8 +54,14 @@ def _is_number(s: str) -> bool:
         return False
 
 
+_NEEDS = {"missing_perturbation": ["condition"], "bad_dose": ["condition", "dose"],
+          "drug_without_features": ["condition"], "no_controls": ["condition"]}
+
+
 def _apply(a, c, args: list[str]) -> tuple[object, float | None]:
     kind, *p = c
+    if any(col not in a.obs.columns for col in _NEEDS.get(kind, [])):
+        return a, None  # an earlier corruption dropped the column: already an error
     if kind == "x_value":
         X = a.X.toarray() if sp.issparse(a.X) else a.X
         X[p[0], p[1]] = p[2]
@@ -73,7 +79,7 @@ def _apply(a, c, args: list[str]) -> tuple[object, float | None]:
         names[p[0]] = names[(p[1] + 1) % N_CELLS if p[0] == p[1] else p[1]]
         a.obs_names = names
     elif kind == "drop_column":
-        a.obs = a.obs.drop(columns=p[0])
+        a.obs = a.obs.drop(columns=p[0], errors="ignore")
     elif kind == "missing_perturbation":
         obs = a.obs.copy()
         obs["condition"] = obs["condition"].astype(object)
@@ -101,7 +107,7 @@ def _apply(a, c, args: list[str]) -> tuple[object, float | None]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(corruptions=st.lists(corruption, min_size=1, max_size=3))
+@given(corruptions=st.lists(corruption, min_size=1, max_size=3, unique_by=lambda c: c[0]))
 def test_random_corruptions_fail_cleanly(gim, tmp_path_factory, corruptions):
     tmp = tmp_path_factory.mktemp("fuzz")
     a, args, cut = _base(), [], None

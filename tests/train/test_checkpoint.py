@@ -68,7 +68,8 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
     assert not torch.equal(saved["module.sem.B"], a["module.sem.B"])
 
 
-def test_resume_inside_a_later_restart_in_exact_phase(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, sig):
     """Library level, with a signal at a chosen step: restart 1 of 2, exact phase, so the
     best state, the early-stopping counter and the best finished restart all come back."""
     from gimcli.train.fit import train
@@ -83,15 +84,16 @@ def test_resume_inside_a_later_restart_in_exact_phase(tmp_path):
     def send_at_restart1_step40(step, row):
         calls.append(step)
         if len(calls) == 12:  # restart 0 evaluates at 0..50 and 59 (7), restart 1 at 0..40 (5)
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), sig)
 
     path = tmp_path / "ckpt.pt"
     fp = {"config": cfg.to_dict()}
-    with pytest.raises(Preempted, match="SIGUSR1"), Checkpointer(path, fingerprint=fp) as ck:
+    with pytest.raises(Preempted, match=sig.name), Checkpointer(path, fingerprint=fp) as ck:
         train(adata, **kw, checkpoint=ck, progress=send_at_restart1_step40)
     meta = json.loads(torch.load(path, weights_only=True)["meta"])
     assert meta["restart"] == 1 and meta["step"] == 41 and "prior" in meta
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     with Checkpointer(path, resume=True, fingerprint=fp) as ck:
         run, hist = train(adata, **kw, checkpoint=ck)
