@@ -7,6 +7,7 @@ as plain JSON (genes, preprocessing, feature spec, covariates, config, versions,
 from __future__ import annotations
 
 import json
+import pickle
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,10 @@ class GimRun:
                              "incomplete, was replaced halfway or was modified; restore it or retrain")
         try:
             t = torch.load(w_p, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, pickle with code, wrong format
+        except pickle.UnpicklingError as e:  # weights_only refused an object: never unpickle it
+            raise ModelError(f"{w_p}: holds pickled objects other than tensors; refused, since loading it "
+                             f"could run code ({weights_only_reason(e)})") from e
+        except Exception as e:  # truncated file, wrong format
             raise ModelError(f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
         if not isinstance(t, dict):
             raise ModelError(f"{w_p}: expected a dict of tensors")
@@ -177,6 +181,13 @@ class GimRun:
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
         return run
+
+
+def weights_only_reason(e: BaseException) -> str:
+    """The part of torch's weights_only message that names the refused object."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()]
+    return (named or lines or [""])[0][:200]
 
 
 def _json_default(o):

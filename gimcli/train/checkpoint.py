@@ -180,20 +180,32 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] |
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(state["meta"])
-    except Exception as e:  # truncated file, pickled code, not a checkpoint
+    except Exception as e:  # truncated file, pickled objects (refused, never run), not a checkpoint
+        from gimcli.run import weights_only_reason
+
         raise CheckpointMismatch(f"{path}: cannot load checkpoint safely ({type(e).__name__}: "
-                                 f"{(str(e).splitlines() or [''])[0][:160]}); delete it to start over") from e
+                                 f"{weights_only_reason(e)}); delete it to start over") from e
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(f"{path}: checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                                  f"this gim {__version__} reads format {CHECKPOINT_FORMAT}; delete it to start over")
-    saved = meta.get("fingerprint", {})
-    diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    diff = _first_difference(meta.get("fingerprint", {}), fingerprint)
     if diff:
-        k = diff[0]
-        raise CheckpointMismatch(f"{path}: checkpoint is from a different run ({k}: {_short(saved.get(k))} there, "
-                                 f"{_short(fingerprint.get(k))} now); rerun with the same data and options, "
+        k, there, now = diff
+        raise CheckpointMismatch(f"{path}: checkpoint is from a different run ({k}: {_short(there)} there, "
+                                 f"{_short(now)} now); rerun with the same data and options, "
                                  "or delete it to start over")
     return state
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, a's value, b's value) of the first place two JSON values differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k)
+            if d:
+                return d
+        return None
+    return None if a == b else (key, a, b)
 
 
 def _short(v: Any) -> str:

@@ -109,11 +109,11 @@ def test_checkpoint_from_another_run_or_with_code_is_refused(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"meta": json.dumps({"format": 1, "fingerprint": {"config": {"steps": 10}}})}, path)
-    with pytest.raises(CheckpointMismatch, match=r"different run \(config"):
+    with pytest.raises(CheckpointMismatch, match=r"different run \(config.steps: 10 there, 20 now\)"):
         load_checkpoint(path, {"config": {"steps": 20}})
     marker = tmp_path / "pwned"
     torch.save({"meta": _Evil(str(marker))}, path)
-    with pytest.raises(CheckpointMismatch, match="cannot load checkpoint safely"):
+    with pytest.raises(CheckpointMismatch, match="cannot load checkpoint safely.*GLOBAL posix.system"):
         load_checkpoint(path, {})
     assert not marker.exists()
     path.write_bytes(path.read_bytes()[:50])
