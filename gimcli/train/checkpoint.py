@@ -109,6 +109,8 @@ class Checkpointer:
         rng.bit_generator.state = m["numpy_rng"]
         gen.set_state(s["rng.generator"])
         torch.set_rng_state(s["rng.torch"])
+        if "rng.cuda" in s and torch.cuda.is_available() and len(s["rng.cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(s["rng.cuda"])
         hist.rows = list(m["history"]["rows"])
         hist.best_val = float(m["history"]["best_val"])
         hist.best_step = int(m["history"]["best_step"])
@@ -138,6 +140,8 @@ class Checkpointer:
         tensors["optimizer"] = _to_cpu(opt.state_dict())
         tensors["rng.generator"] = gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():  # nothing draws from it today; cheap insurance for new layers
+            tensors["rng.cuda"] = torch.cuda.get_rng_state_all()
         meta = {
             "format": CHECKPOINT_FORMAT, "gim_version": __version__, "fingerprint": self.fingerprint,
             "step": step, "restart": self.restart, "bad_evals": bad_evals,
