@@ -175,7 +175,7 @@ class GimRun:
             module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
                                n_layers=cfg.n_layers, fix_graph=cfg.fix_graph)
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
-            run = cls(module=module.to(device).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
+            run = cls(module=module.to(device, torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
                       posterior=t["posterior"].numpy() if "posterior" in t else None)
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
