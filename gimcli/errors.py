@@ -29,3 +29,9 @@ class TrainingError(GimError):
     """Training diverged or could not proceed."""
 
     exit_code = 5
+
+
+class Preempted(GimError):
+    """Training stopped by SIGTERM/SIGUSR1 after saving a checkpoint; rerun with --resume."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the same command will continue

@@ -7,6 +7,7 @@ as plain JSON (genes, preprocessing, feature spec, covariates, config, versions,
 from __future__ import annotations
 
 import json
+import pickle
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_transform
 from gimcli.data.features import FeatureSpec
-from gimcli.data.io import atomic_path
+from gimcli.data.io import atomic_path, file_sha256
 from gimcli.data.preprocess import PreprocessInfo
 from gimcli.errors import CheckpointMismatch, ModelError
 from gimcli.model.module import ContextBatch, GIMModule
@@ -134,8 +135,10 @@ class GimRun:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
         with atomic_path(out / _keys.MODEL_WEIGHTS) as tmp:
             torch.save(tensors, tmp)
+            # model.json names the model.pt it belongs with: a half-replaced run dir is detected
+            meta = {**self.meta, "weights_sha256": file_sha256(tmp)}
         with atomic_path(out / _keys.MODEL_META) as tmp:
-            tmp.write_text(json.dumps(self.meta, indent=1, default=_json_default))
+            tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | torch.device = "cpu") -> GimRun:
@@ -153,9 +156,16 @@ class GimRun:
             raise CheckpointMismatch(
                 f"{meta_p}: model format {got!r}, this gim {__version__} reads format {MODEL_FORMAT_VERSION}; retrain"
             )
+        want = meta.get("weights_sha256")
+        if want is not None and file_sha256(w_p) != want:
+            raise ModelError(f"{w_p}: does not match {meta_p.name} (SHA-256 differs): the run directory is "
+                             "incomplete, was replaced halfway or was modified; restore it or retrain")
         try:
             t = torch.load(w_p, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, pickle with code, wrong format
+        except pickle.UnpicklingError as e:  # weights_only refused an object: never unpickle it
+            raise ModelError(f"{w_p}: holds pickled objects other than tensors; refused, since loading it "
+                             f"could run code ({weights_only_reason(e)})") from e
+        except Exception as e:  # truncated file, wrong format
             raise ModelError(f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
         if not isinstance(t, dict):
             raise ModelError(f"{w_p}: expected a dict of tensors")
@@ -165,12 +175,19 @@ class GimRun:
             module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
                                n_layers=cfg.n_layers, fix_graph=cfg.fix_graph)
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
-            run = cls(module=module.to(device).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
+            run = cls(module=module.to(device, torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
                       posterior=t["posterior"].numpy() if "posterior" in t else None)
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
         return run
+
+
+def weights_only_reason(e: BaseException) -> str:
+    """The part of torch's weights_only message that names the refused object."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()]
+    return (named or lines or [""])[0][:200]
 
 
 def _json_default(o):

@@ -1,7 +1,8 @@
 """The `gim` command line: thin typer commands over the library.
 
 `main(argv) -> int` is testable; only the console entry point `run()` calls sys.exit.
-Exit codes: 0 ok, 2 usage, 3 bad input, 4 model/run directory, 5 training failed, 1 bug.
+Exit codes: 0 ok, 2 usage, 3 bad input, 4 model/run directory, 5 training failed, 1 bug,
+75 training preempted by SIGTERM/SIGUSR1 after saving a checkpoint (rerun with --resume).
 """
 
 from __future__ import annotations

@@ -30,12 +30,14 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
+    from gimcli import _keys
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import write_h5ad
     from gimcli.errors import InputError
     from gimcli.predict import build_requests
     from gimcli.predict import predict as predict_cells
     from gimcli.run import GimRun
+    from gimcli.train.reproducible import provenance
 
     setup_logging(quiet=quiet)
     if n_cells < 1:
@@ -47,6 +49,8 @@ def predict(
                               doses=parse_floats(doses, option="--doses"),
                               covariates=parse_kv(covariate, option="--covariate"))
     pred = predict_cells(run, req, new, n_cells=n_cells, seed=seed, map_targets=not expected_targets)
+    pred.uns["gim"]["provenance"] = provenance(seed=seed, inputs={
+        "model": run_dir / _keys.MODEL_WEIGHTS, "model_meta": run_dir / _keys.MODEL_META, "features": features})
     write_h5ad(pred, out)
     conds = pred.uns["gim"]["conditions"]
     log.info("wrote %s: %d conditions x %d cells", out, len(req), n_cells)

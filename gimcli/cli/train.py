@@ -40,6 +40,11 @@ def train(
     max_cells_per_context: int = typer.Option(_D.max_cells_per_context, help="Cells per context per step."),
     restarts: int = typer.Option(_D.restarts, help="Independent restarts; the best validation objective wins."),
     seed: int = typer.Option(_D.seed, help="Random seed (results are reproducible from it)."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="Deterministic GPU kernels (CPU runs are bit-identical from --seed alone)."),
+    checkpoint_every: float = typer.Option(0.0, help="Minutes between checkpoints to RUN/checkpoint.pt (0: only on "
+                                                     "SIGTERM/SIGUSR1, which save and exit with code 75)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt if present (else start)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -48,14 +53,18 @@ def train(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import file_sha256, read_h5ad
     from gimcli.errors import InputError
+    from gimcli.train.checkpoint import run_checkpointer
     from gimcli.train.fit import resolve_device
     from gimcli.train.fit import train as fit_run
     from gimcli.train.outputs import write_run
+    from gimcli.train.reproducible import provenance, set_deterministic
 
     if objective not in ("schedule", "exact", "relaxed"):
         raise InputError(f"--objective {objective!r}: expected schedule, exact or relaxed")
     if steps < 1 or lr <= 0 or restarts < 1:
         raise InputError("--steps and --restarts must be >= 1 and --lr > 0")
+    if checkpoint_every < 0:
+        raise InputError("--checkpoint-every must be >= 0 minutes")
     check_run_dir(out, overwrite=overwrite)
     resolve_device(device)
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
@@ -68,18 +77,26 @@ def train(
     t0 = time.perf_counter()
     adata = read_h5ad(data)
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
-    with _Progress(cfg.steps, enabled=not quiet) as prog:
+    set_deterministic(deterministic)
+    ckpt = run_checkpointer(out, every_min=checkpoint_every, resume=resume, config=cfg, input_info=info,
+                            device=str(resolve_device(device)),
+                            options=[perturbation_key, control, dose_key, covariate_keys, smiles_key,
+                                     drug_features and file_sha256(drug_features), feature_keys, counts_layer])
+    with _Progress(cfg.steps, enabled=not quiet) as prog, ckpt:
         run, hist = fit_run(
             adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
             covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
-            input_info=info, progress=prog.update,
+            input_info=info, progress=prog.update, checkpoint=ckpt,
         )
-    paths = write_run(run, hist, out, adata=adata)
-    from gimcli.report import write_report
+        # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
+        run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
+        paths = write_run(run, hist, out, adata=adata)
+        from gimcli.report import write_report
 
-    if (report := write_report(out)) is not None:
-        paths["report"] = str(report)
+        if (report := write_report(out)) is not None:
+            paths["report"] = str(report)
+    ckpt.finished()
     diag = run.meta["diagnostics"]
     summary = {
         "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),

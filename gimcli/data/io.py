@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
 
 from gimcli.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def read_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
@@ -24,17 +28,23 @@ def read_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty")
     try:
-        adata = ad.read_h5ad(p, backed="r" if backed else None)
+        # anndata warns about duplicate names (we raise our own error below) and old layouts
+        # (read fine); as log lines they keep the CLI's stderr to one line per problem
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            adata = ad.read_h5ad(p, backed="r" if backed else None)
     except Exception as e:  # h5py/anndata raise many types for corrupt files
         raise InputError(f"{p}: cannot read as .h5ad ({type(e).__name__}: {_first_line(e)})") from e
+    for w in caught:
+        if "not unique" not in str(w.message):
+            log.info("%s: %s: %s", p, w.category.__name__, _first_line(w.message))
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"{p}: has {adata.n_obs} cells x {adata.n_vars} genes; nothing to use")
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
-        raise InputError(f"{p}: duplicated cell names, e.g. {dup}")
-    if not adata.var_names.is_unique:
-        dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
-        raise InputError(f"{p}: duplicated gene names, e.g. {dup}")
+    for names, what in ((adata.obs_names, "cell"), (adata.var_names, "gene")):
+        if not names.is_unique:
+            dup = names[names.duplicated(keep=False)]
+            raise InputError(f"{p}: duplicated {what} names: {len(dup)} {what}s share {dup.nunique()} name(s), "
+                             f"e.g. {dup.unique()[:3].tolist()}")
     return adata
 
 
@@ -64,19 +74,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_p = Path(tmp)
     try:
         yield tmp_p
+        # mkstemp makes 0600 files; give the output the mode a plain open() would (umask)
+        os.chmod(tmp_p, _default_mode())
         with open(tmp_p, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp_p, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_p, p)
+        _fsync_dir(p.parent)  # the rename itself survives a power cut
     finally:
         if tmp_p.exists():
             tmp_p.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:

@@ -35,16 +35,45 @@ def _data_values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X).ravel()
 
 
-def check_values(X, *, where: str) -> None:
-    """NaN/inf or negative expression values are never usable."""
+def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
+    """NaN/inf or negative expression values are never usable; the message names the first."""
     vals = _data_values(X)
     if vals.size and not np.isfinite(vals).all():
-        raise InputError(f"{where}: contains NaN or infinite values")
+        i = int(np.flatnonzero(~np.isfinite(vals))[0])
+        raise InputError(f"{where}: contains NaN or infinite values, e.g. {vals[i]} at "
+                         f"{_locate(X, i, obs_names, var_names)}")
     if vals.size and vals.min() < 0:
+        i = int(np.argmin(vals))
         raise InputError(
-            f"{where}: contains negative values (min {vals.min():.3g}); expected counts or "
-            "log-normalised expression (scaled/centred data cannot be used)"
+            f"{where}: contains negative values (min {vals[i]:.3g} at {_locate(X, i, obs_names, var_names)}); "
+            "expected counts or log-normalised expression (scaled/centred data cannot be used)"
         )
+
+
+def _locate(X, i: int, obs_names=None, var_names=None) -> str:
+    """'cell <name>, gene <name>' of the i-th stored value of X (CSR data or dense ravel)."""
+    if sp.issparse(X):
+        r, c = int(np.searchsorted(X.indptr, i, side="right") - 1), int(X.indices[i])
+    else:
+        r, c = (int(v) for v in np.unravel_index(i, X.shape))
+    cell = repr(str(obs_names[r])) if obs_names is not None else f"row {r}"
+    gene = repr(str(var_names[c])) if var_names is not None else f"column {c}"
+    return f"cell {cell}, gene {gene}"
+
+
+def _first_non_integer(vals: np.ndarray, *, chunk: int = 1 << 22) -> int:
+    """Index of the first non-integer value, or -1; chunked to bound memory on large matrices."""
+    for start in range(0, vals.size, chunk):
+        v = vals[start:start + chunk]
+        bad = np.flatnonzero(v != np.round(v))
+        if bad.size:
+            return start + int(bad[0])
+    return -1
+
+
+# log1p of any normalised expression stays far below this (log1p(1e6 CPM) = 13.8): larger
+# non-integer values mean normalised-but-not-logged or corrected counts, neither of which we can use.
+_MAX_LOG_VALUE = 30.0
 
 
 def looks_like_counts(X) -> bool:
@@ -52,6 +81,27 @@ def looks_like_counts(X) -> bool:
     if vals.size == 0:
         return False
     return bool(np.all(vals == np.round(vals)) and vals.max() > 1)
+
+
+def check_scale(X, is_counts: bool, *, where: str, obs_names=None, var_names=None) -> None:
+    """Counts must be integers throughout; log-normalised data cannot reach count-like values."""
+    vals = _data_values(X)
+    if not vals.size:
+        return
+    if is_counts:
+        i = _first_non_integer(vals)
+        if i >= 0:
+            raise InputError(
+                f"{where}: integer counts mixed with non-integer values (e.g. {vals[i]:.4g} at "
+                f"{_locate(X, i, obs_names, var_names)}); were raw and normalised data concatenated?"
+            )
+    elif vals.max() > _MAX_LOG_VALUE:
+        i = _first_non_integer(vals)
+        raise InputError(
+            f"{where}: non-integer values up to {vals.max():.4g} (e.g. {vals[i]:.4g} at "
+            f"{_locate(X, i, obs_names, var_names)}): neither integer counts nor log-normalised data; "
+            "round corrected counts or give log1p-normalised data"
+        )
 
 
 def preprocess(
@@ -82,10 +132,15 @@ def preprocess(
     if X is None:
         raise InputError("the file has no expression matrix in X")
     X = sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
-    check_values(X, where=source)
+    names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
+    check_values(X, where=source, **names)
     is_counts = looks_like_counts(X)
     if counts_layer is not None and not is_counts:
-        raise InputError(f"{source}: --counts-layer given but its values are not integer counts")
+        vals = _data_values(X)
+        i = _first_non_integer(vals)
+        at = f" (e.g. {vals[i]:.4g} at {_locate(X, i, **names)})" if i >= 0 else " (all values are 0 or 1)"
+        raise InputError(f"{source}: --counts-layer given but its values are not integer counts{at}")
+    check_scale(X, is_counts, where=source, **names)
 
     tmp = ad.AnnData(X=X.copy(), var=adata.var[[]].copy())
     if is_counts:
@@ -121,22 +176,49 @@ def preprocess(
     return Xout, info
 
 
-def transform_new(adata: ad.AnnData, info: PreprocessInfo, *, counts_layer: str | None = None):
+# Share of the model's genes that new data may lack (filled with 0, warned about) before the
+# comparison stops meaning anything and we refuse.
+MAX_MISSING_GENES = 0.1
+
+
+def transform_new(adata: ad.AnnData, info: PreprocessInfo, *, counts_layer: str | None = None,
+                  where: str = "data", max_missing: float = MAX_MISSING_GENES):
     """Apply a trained run's preprocessing to new data, aligned to the run's genes by name.
 
-    Returns (CSR matrix over info.genes, list of missing genes filled with zeros).
+    Returns (CSR matrix over info.genes, list of missing genes filled with zeros). Raises
+    ModelError listing the missing genes when more than `max_missing` of them are absent.
     """
     import scanpy as sc
 
+    from gimcli.errors import ModelError
+
+    if counts_layer and counts_layer not in adata.layers:
+        raise InputError(f"{where}: no layer {counts_layer!r} (have {sorted(adata.layers)})")
     X = adata.layers[counts_layer] if counts_layer else adata.X
     X = sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
-    check_values(X, where=counts_layer or "X")
+    src = f"{where}: " + (f"layers[{counts_layer}]" if counts_layer else "X")
+    names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
+    check_values(X, where=src, **names)
+    is_counts = looks_like_counts(X)
+    check_scale(X, is_counts, where=src, **names)
+    if is_counts and not info.is_counts:
+        raise InputError(f"{src}: looks like raw integer counts, but the model was trained on log-normalised "
+                         "data; normalise it the way the training data were (e.g. normalize_total + log1p)")
+    idx = adata.var_names.get_indexer(info.genes)
+    missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
+    if len(missing) > max_missing * len(info.genes):
+        raise ModelError(
+            f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from var_names "
+            f"(more than {max_missing:.0%}): {missing[:20]}" + (" ..." if len(missing) > 20 else "")
+            + "; use the same gene identifiers as in training"
+        )
+    if missing:
+        log.warning("%s: %d of %d model genes missing, set to 0: %s", where, len(missing), len(info.genes),
+                    missing[:10])
     tmp = ad.AnnData(X=X.copy(), var=adata.var[[]].copy())
-    if info.is_counts and looks_like_counts(X):
+    if info.is_counts and is_counts:
         sc.pp.normalize_total(tmp, target_sum=info.target_sum)
         sc.pp.log1p(tmp)
-    idx = tmp.var_names.get_indexer(info.genes)
-    missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
     cols = np.where(idx >= 0, idx, 0)
     Xg = tmp.X[:, cols].tocsr() if sp.issparse(tmp.X) else sp.csr_matrix(tmp.X[:, cols])
     if missing:

@@ -109,11 +109,13 @@ def train(
     train_mask: np.ndarray | None = None,
     input_info: dict | None = None,
     progress: Callable[[int, dict], None] | None = None,
+    checkpoint=None,
 ) -> tuple[GimRun, History]:
     """Preprocess, build contexts and features, fit the GIM, and compute training posteriors.
 
     The input AnnData is not modified. `train_mask` (bool per cell) restricts training to a
-    subset, e.g. all but held-out conditions.
+    subset, e.g. all but held-out conditions. `checkpoint` (gimcli.train.checkpoint.Checkpointer)
+    saves and restores the training state.
     """
     t_start = time.perf_counter()
     dev = resolve_device(device)
@@ -146,12 +148,20 @@ def train(
     log.info("training on %d cells, %d contexts (%d components), %d genes, device %s",
              int((cell_ctx >= 0).sum()), ctx.n_contexts, len(ctx.comp_names), len(pinfo.genes), dev)
 
+    def new_module() -> GIMModule:
+        return GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
+                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph).to(dev, torch.float32)  # whatever the default dtype
+
     best: tuple[float, GIMModule, History] | None = None
-    for r in range(cfg.restarts):
+    if checkpoint is not None and (prior := checkpoint.prior_best()) is not None:
+        best = (prior[1]["best_val"], new_module(), History(**prior[1]))
+        best[1].load_state_dict(prior[0])
+    for r in range(checkpoint.first_restart if checkpoint else 0, cfg.restarts):
         torch.manual_seed(cfg.seed + r)
-        module = GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
-                           n_layers=cfg.n_layers, fix_graph=cfg.fix_graph).to(dev)
-        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress)
+        module = new_module()
+        if checkpoint is not None:
+            checkpoint.begin_restart(r, best and (best[1].state_dict(), vars(best[2])))
+        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress, checkpoint=checkpoint)
         log.info("restart %d: best validation objective %.4f at step %d", r, hist.best_val, hist.best_step)
         if best is None or hist.best_val < best[0]:
             best = (hist.best_val, module, hist)

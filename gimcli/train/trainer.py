@@ -54,9 +54,13 @@ def fit(
     *,
     seed: int,
     progress: Callable[[int, dict], None] | None = None,
+    checkpoint=None,
 ) -> History:
     """Optimise `module` in place; it ends holding the state with the best validation objective
-    of the exact phase (or the last state when there are no validation cells)."""
+    of the exact phase (or the last state when there are no validation cells).
+
+    `checkpoint` (a gimcli.train.checkpoint.Checkpointer) restores the loop state before the first
+    step and may save it (and stop, on a signal) after each step."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     val_rng_seed = seed + 7919
@@ -65,8 +69,11 @@ def fit(
     hist = History()
     best_state = None
     bad_evals = 0
+    start = 0
+    if checkpoint is not None:
+        start, best_state, bad_evals = checkpoint.restore(module, opt, rng, gen, hist)
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         phase = phase_of(step, cfg)
         batch = data.sample(rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context)
         out = module.loss(
@@ -99,6 +106,8 @@ def fit(
                         hist.stopped_early = True
                         log.info("early stop at step %d (best %d)", step, hist.best_step)
                         break
+        if checkpoint is not None:
+            checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:
         module.load_state_dict(best_state)
     elif hist.rows:
