@@ -28,6 +28,10 @@ class TrainConfig:
     # optimisation
     objective: Literal["schedule", "exact", "relaxed"] = "schedule"
     structure_first: float = 0.6  # share of steps on the relaxed bound before the exact marginal
+    # Last share of steps: refit B without the L1 penalty on the edges selected so far. L1 shrinks
+    # true edges; the un-propagated part of a shift then shows up as spurious direct targets.
+    refit: float = 0.2
+    support_threshold: float = 0.05
     temperature: float = 0.5
     steps: int = 2000
     lr: float = 0.01

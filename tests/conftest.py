@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-import pytest
+# The test models are tiny: thread hand-offs cost more than they save (3-10x slower with 2
+# threads on a loaded 2-core machine), and one thread keeps CPU runs bit-identical. Subprocesses
+# (CLI, torchrun) inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -29,13 +29,18 @@ class History:
     best_val: float = math.inf
     best_step: int = 0
     stopped_early: bool = False
+    refit_from: int | None = None  # step at which the refit phase began (or begins)
+    refitting: bool = False
     seconds: float = 0.0
 
 
 def phase_of(step: int, cfg: TrainConfig) -> str:
-    if cfg.objective == "schedule":
-        return "relaxed" if step < int(cfg.structure_first * cfg.steps) else "exact"
-    return cfg.objective
+    """relaxed (structure first) -> exact -> refit (exact, no L1, B restricted to its support)."""
+    if cfg.objective == "schedule" and step < int(cfg.structure_first * cfg.steps):
+        return "relaxed"
+    if cfg.objective != "relaxed" and cfg.refit > 0 and step >= int((1 - cfg.refit) * cfg.steps):
+        return "refit"
+    return cfg.objective if cfg.objective != "schedule" else "exact"
 
 
 @torch.no_grad()
@@ -74,11 +79,17 @@ def fit(
         start, best_state, bad_evals = checkpoint.restore(module, opt, rng, gen, hist)
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
-        phase = phase_of(step, cfg)
+        phase = "refit" if hist.refit_from is not None and step >= hist.refit_from else phase_of(step, cfg)
+        if phase == "refit" and not hist.refitting:
+            hist.refitting, hist.refit_from = True, step
+            kept = module.sem.fix_support(cfg.support_threshold)
+            bad_evals, hist.best_val, best_state = 0, math.inf, None  # the refit is a new model
+            log.info("step %d: refitting B on its %d selected edges without L1", step, kept)
+        l1 = 0.0 if (module.sem.fix_graph or hist.refitting) else cfg.l1_graph
         batch = data.sample(rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context)
         out = module.loss(
-            batch, mode=phase, target_cost=cfg.target_cost, l1_graph=0.0 if module.sem.fix_graph else cfg.l1_graph,
-            temperature=cfg.temperature, generator=gen,
+            batch, mode="relaxed" if phase == "relaxed" else "exact", target_cost=cfg.target_cost,
+            l1_graph=l1, temperature=cfg.temperature, generator=gen,
         )
         if not torch.isfinite(out.loss):
             raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")
@@ -95,7 +106,7 @@ def fit(
             hist.rows.append(row)
             if progress:
                 progress(step, row)
-            if phase == "exact":
+            if phase != "relaxed":
                 score = val if np.isfinite(val) else float(out.nll)
                 if score < hist.best_val - 1e-4:
                     hist.best_val, hist.best_step, bad_evals = score, step, 0
@@ -103,9 +114,12 @@ def fit(
                 else:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
-                        hist.stopped_early = True
-                        log.info("early stop at step %d (best %d)", step, hist.best_step)
-                        break
+                        if cfg.refit > 0 and not hist.refitting and cfg.objective != "relaxed":
+                            hist.refit_from = step + 1  # converged under L1: refit now instead of stopping
+                        else:
+                            hist.stopped_early = True
+                            log.info("early stop at step %d (best %d)", step, hist.best_step)
+                            break
         if checkpoint is not None:
             checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:
