@@ -31,6 +31,10 @@ class TrainConfig:
     temperature: float = 0.5
     steps: int = 2000
     lr: float = 0.01
+    # full: every step uses all cells through per-context sums (gimcli/train/stats.py);
+    # sampled: batch_contexts contexts and up to max_cells_per_context cells each per step
+    batching: Literal["full", "sampled"] = "full"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"  # of the d x d matmuls of a step
     batch_contexts: int = 256
     max_cells_per_context: int = 256
     val_fraction: float = 0.1

@@ -20,6 +20,7 @@ from gimcli.errors import InputError
 from gimcli.model.module import GIMModule
 from gimcli.run import GimRun, versions
 from gimcli.train.batches import TrainData, context_batch, control_standardisation
+from gimcli.train.stats import peak_gpu_bytes, step_data
 from gimcli.train.trainer import History, fit
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def train(
     cb = context_batch(comp_feats, ctx.components, dose_transform(ctx.comp_dose, dose_scale),
                        ctx.cov_onehot()[ctx.cov_group], comp_gene)
     tdata = TrainData(X, cell_ctx, cb, cell_group, mean, sd, val_fraction=cfg.val_fraction, seed=cfg.seed, device=dev)
+    tdata, t_prep = step_data(tdata, cfg), time.perf_counter() - t_start
     n_cov = cb.cov.shape[1]
     log.info("training on %d cells, %d contexts (%d components), %d genes, device %s",
              int((cell_ctx >= 0).sum()), ctx.n_contexts, len(ctx.comp_names), len(pinfo.genes), dev)
@@ -181,6 +183,7 @@ def train(
         "training": {"best_step": hist.best_step, "best_val_nll": hist.best_val, "stopped_early": hist.stopped_early,
                      "steps_run": hist.rows[-1]["step"] + 1 if hist.rows else 0, "train_seconds": hist.seconds,
                      "total_seconds": time.perf_counter() - t_start, "device": str(dev),
+                     "prepare_seconds": t_prep, "peak_gpu_bytes": peak_gpu_bytes(dev),
                      "n_cells": int((cell_ctx >= 0).sum())},
         "diagnostics": module.sem.diagnostics(),
         "history": hist.rows,
