@@ -41,6 +41,9 @@ def train(
     restarts: int = typer.Option(_D.restarts, help="Independent restarts; the best validation objective wins."),
     seed: int = typer.Option(_D.seed, help="Random seed (results are reproducible from it)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
+    precision: str = typer.Option(_D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."),
+    batching: str = typer.Option(_D.batching, help="full (every cell each step, via per-context sums) | sampled."),
+    backed: bool = typer.Option(False, "--backed", help="Read cells in chunks from disk (files larger than memory)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
@@ -48,40 +51,54 @@ def train(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import file_sha256, read_h5ad
     from gimcli.errors import InputError
+    from gimcli.model.precision import check_precision
+    from gimcli.train.distributed import env_rank
     from gimcli.train.fit import resolve_device
     from gimcli.train.fit import train as fit_run
     from gimcli.train.outputs import write_run
 
+    if batching not in ("full", "sampled"):
+        raise InputError(f"--batching {batching!r}: expected full or sampled")
     if objective not in ("schedule", "exact", "relaxed"):
         raise InputError(f"--objective {objective!r}: expected schedule, exact or relaxed")
     if steps < 1 or lr <= 0 or restarts < 1:
         raise InputError("--steps and --restarts must be >= 1 and --lr > 0")
-    check_run_dir(out, overwrite=overwrite)
-    resolve_device(device)
+    main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
+    if main_rank:
+        check_run_dir(out, overwrite=overwrite)
+    check_precision(precision, resolve_device(device))
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
     if feats_df is not None and "smiles" not in feats_df.columns:
         raise InputError(f"{drug_features}: missing column 'smiles'")
-    setup_logging(quiet=quiet, log_file=out / "gim.log")
+    setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
     cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
                       objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
-                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed)
+                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed,
+                      precision=precision, batching=batching)
     t0 = time.perf_counter()
-    adata = read_h5ad(data)
+    adata = read_h5ad(data, backed=backed)
+    t_read = time.perf_counter() - t0
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
-    with _Progress(cfg.steps, enabled=not quiet) as prog:
+    with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog:
         run, hist = fit_run(
             adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
             covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
             input_info=info, progress=prog.update,
         )
+    if not main_rank:
+        return
+    t_write = time.perf_counter()
     paths = write_run(run, hist, out, adata=adata)
+    t_write = time.perf_counter() - t_write
     diag = run.meta["diagnostics"]
     summary = {
         "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),
         "n_cells": run.meta["training"]["n_cells"], "n_genes": len(run.genes),
         "n_contexts": len(run.meta["contexts"]), "best_step": hist.best_step,
         "best_val_nll": hist.best_val, "device": run.meta["training"]["device"], "diagnostics": diag,
+        "timings": {"read": round(t_read, 3), "prepare": round(run.meta["training"]["prepare_seconds"], 3),
+                    "train": round(hist.seconds, 3), "write": round(t_write, 3)},
     }
     log.info("wrote %s in %.1f s (best step %d, B spectral radius %.2f)", out, summary["seconds"], hist.best_step,
              diag["B_spectral_radius"])

@@ -108,7 +108,7 @@ class TrainData:
         self._fixed.clear()
 
     def n_cells(self, split: str) -> int:
-        return int(self.split[split][2].sum())
+        return int(self.split[split][2][self.ctx_ids].sum())
 
     def sample(self, rng: np.random.Generator, *, split: str = "train", batch_contexts: int, max_cells: int) -> CellBatch:
         cells, starts, counts = self.split[split]

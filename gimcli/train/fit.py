@@ -20,6 +20,7 @@ from gimcli.errors import InputError
 from gimcli.model.module import GIMModule
 from gimcli.run import GimRun, versions
 from gimcli.train.batches import TrainData, context_batch, control_standardisation
+from gimcli.train.distributed import DataParallel, local_device
 from gimcli.train.stats import peak_gpu_bytes, step_data
 from gimcli.train.trainer import History, fit
 
@@ -117,7 +118,8 @@ def train(
     subset, e.g. all but held-out conditions.
     """
     t_start = time.perf_counter()
-    dev = resolve_device(device)
+    dev = local_device(resolve_device(device))
+    ddp = DataParallel.from_env(dev)  # under torchrun: contexts sharded over processes
     cfg = config
     data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
     ctx = build_contexts(data.obs, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
@@ -143,7 +145,8 @@ def train(
     cb = context_batch(comp_feats, ctx.components, dose_transform(ctx.comp_dose, dose_scale),
                        ctx.cov_onehot()[ctx.cov_group], comp_gene)
     tdata = TrainData(X, cell_ctx, cb, cell_group, mean, sd, val_fraction=cfg.val_fraction, seed=cfg.seed, device=dev)
-    tdata, t_prep = step_data(tdata, cfg), time.perf_counter() - t_start
+    shard = ddp.shard(tdata.split["train"][2] + tdata.split["val"][2]) if ddp else None
+    tdata, t_prep = step_data(tdata, cfg, contexts=shard), time.perf_counter() - t_start
     n_cov = cb.cov.shape[1]
     log.info("training on %d cells, %d contexts (%d components), %d genes, device %s",
              int((cell_ctx >= 0).sum()), ctx.n_contexts, len(ctx.comp_names), len(pinfo.genes), dev)
@@ -153,11 +156,15 @@ def train(
         torch.manual_seed(cfg.seed + r)
         module = GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
                            n_layers=cfg.n_layers, fix_graph=cfg.fix_graph).to(dev)
-        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress)
+        if ddp:
+            ddp.broadcast(module)
+        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress, sync=ddp)
         log.info("restart %d: best validation objective %.4f at step %d", r, hist.best_val, hist.best_step)
         if best is None or hist.best_val < best[0]:
             best = (hist.best_val, module, hist)
     _, module, hist = best
+    if ddp:
+        ddp.close()
     module.eval()
     posterior = training_posterior(module, tdata, cfg)
 

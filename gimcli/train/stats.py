@@ -119,11 +119,14 @@ class FullStats:
         return self.cells.all_cells(ctx_ids)
 
 
-def step_data(data: TrainData, cfg) -> TrainData | FullStats:
-    """What the trainer draws its steps from, per `cfg.batching` and `cfg.precision`."""
+def step_data(data: TrainData, cfg, *, contexts: np.ndarray | None = None) -> TrainData | FullStats:
+    """What the trainer draws its steps from, per `cfg.batching` and `cfg.precision`;
+    `contexts`: this process's shard under torchrun (all contexts otherwise)."""
     data.precision = cfg.precision
+    if contexts is not None:
+        data.set_shard(contexts)
     if cfg.batching == "full":
-        return FullStats(data, precision=cfg.precision)
+        return FullStats(data, precision=cfg.precision, contexts=contexts)
     return data
 
 

@@ -16,6 +16,7 @@ from gimcli.config import TrainConfig
 from gimcli.errors import TrainingError
 from gimcli.model.module import GIMModule
 from gimcli.train.batches import TrainData
+from gimcli.train.distributed import DataParallel, batch_cells
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,12 @@ def fit(
     *,
     seed: int,
     progress: Callable[[int, dict], None] | None = None,
+    sync: DataParallel | None = None,
 ) -> History:
     """Optimise `module` in place; it ends holding the state with the best validation objective
-    of the exact phase (or the last state when there are no validation cells)."""
+    of the exact phase (or the last state when there are no validation cells).
+
+    With `sync` (torchrun), gradients and validation objectives are combined over processes."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     val_rng_seed = seed + 7919
@@ -77,10 +81,14 @@ def fit(
             raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        if sync is not None:
+            sync.reduce_gradients(module, batch_cells(batch))
         opt.step()
         last = step == cfg.steps - 1
         if step % cfg.eval_every == 0 or last:
             val = validation_nll(module, data, cfg, np.random.default_rng(val_rng_seed))
+            if sync is not None:
+                val = sync.weighted_mean(val, data.n_cells("val"))
             row = {
                 "step": step, "phase": phase, "loss": float(out.loss.detach()), "train_nll": float(out.nll),
                 "val_nll": val, "l1_B": float(out.l1), "seconds": time.perf_counter() - t0,
