@@ -81,6 +81,12 @@ def preprocess(
         X, source = adata.X, "X"
     if X is None:
         raise InputError("the file has no expression matrix in X")
+    if adata.isbacked:  # on disk: never the whole matrix in memory
+        from gimcli.data.chunked import preprocess_chunked
+
+        return preprocess_chunked(adata, X, source=source, counts_layer=counts_layer, n_top_genes=n_top_genes,
+                                  hvg_flavor=hvg_flavor, target_sum=target_sum, force_genes=force_genes,
+                                  detect_sample=_DETECT_SAMPLE)
     X = sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
     check_values(X, where=source)
     is_counts = looks_like_counts(X)
