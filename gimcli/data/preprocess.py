@@ -93,7 +93,8 @@ def preprocess(
     if counts_layer is not None and not is_counts:
         raise InputError(f"{source}: --counts-layer given but its values are not integer counts")
 
-    tmp = ad.AnnData(X=X.copy(), var=adata.var[[]].copy())
+    # X is already this function's own copy (astype copies), so scanpy may work on it in place.
+    tmp = ad.AnnData(X=X, var=adata.var[[]].copy())
     if is_counts:
         sc.pp.normalize_total(tmp, target_sum=target_sum)
         sc.pp.log1p(tmp)

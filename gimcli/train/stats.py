@@ -67,9 +67,9 @@ def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precis
     first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
     rows = cells[starts[ctx][rep] + np.arange(len(rep)) - first[rep]]
     dev = data.device
-    # Raw per-context sums through a sparse indicator product (no densifying), in float64.
-    ind = sp.csr_matrix((np.ones(len(rows)), (rep, np.arange(len(rows)))), shape=(len(ctx), len(rows)))
-    raw_sum = np.asarray((ind @ data.X[rows].astype(np.float64)).todense())
+    # Raw per-context sums through a sparse indicator product: no densifying, no copy of X.
+    ind = sp.csr_matrix((np.ones(len(rows), np.float32), (rep, rows)), shape=(len(ctx), data.X.shape[0]))
+    raw_sum = np.asarray((ind @ data.X).todense(), dtype=np.float64)
     grp = data.cell_group[rows[first]]  # a context lies in one covariate group
     mean = data.mean.double().cpu().numpy()[grp]
     sd = data.sd.double().cpu().numpy()[grp]
