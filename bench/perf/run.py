@@ -71,8 +71,8 @@ def csr_bytes(path: Path) -> dict:
             "file_bytes": path.stat().st_size}
 
 
-def run_train(data: Path, out: Path, args) -> tuple[dict, float, int]:
-    """`gim train --json` in a fresh process tree; returns (summary, wall seconds, peak RSS bytes)."""
+def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
+    """`gim train --json` in a fresh process tree; returns (summary, wall s, peak RSS bytes, CPU s)."""
     feats = ",".join(f"f{i}" for i in range(N_FEATURES))
     gim = ["-m", "gimcli", "train", str(data), "--out", str(out), "--dose-key", "dose", "--covariate-keys",
            "cell_line", "--feature-keys", feats, "--steps", str(args.steps), "--device", args.device,
@@ -92,7 +92,8 @@ def run_train(data: Path, out: Path, args) -> tuple[dict, float, int]:
     if p.returncode != 0:
         raise SystemExit(f"gim train failed with exit code {p.returncode}")
     # ru_maxrss: KiB on Linux. Under torchrun this is the largest single process (one rank).
-    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss * 1024
+    cpu = usage.ru_utime + usage.ru_stime  # on a shared machine: what a quiet one would need
+    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss * 1024, cpu
 
 
 def baseline_rss() -> int:
@@ -208,7 +209,7 @@ def write_results(path: Path, rows: list[dict]) -> None:
              "CSR = the file's X as float32 CSR in memory; `(RSS - imports)/CSR` discounts the RSS of a",
              "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.", ""]
     hdr = ("| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching | procs | steps "
-           "| end-to-end | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
+           "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
            "| TFLOP/s (ratio to matmul peak) |")
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for r in rows:
@@ -219,7 +220,7 @@ def write_results(path: Path, rows: list[dict]) -> None:
         lines.append(
             f"| {m['date']} | {mach} | {r.get('label', '')} | {x['cells']:,} x {x['genes_in']:,} ({x['genes']:,}) "
             f"| {x['contexts']:,} | {x['device']} | {x['precision']} | {x['batching']} | {x['nproc']} "
-            f"| {x['steps_run']} | {x['wall_s']:.1f} | {x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
+            f"| {x['steps_run']} | {x['wall_s']:.1f} | {x.get('cpu_s', float('nan')):.0f} | {x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
             f"| {x['write_s']:.1f} | {x['time_to_best_s']:.1f} | {x['cells_per_s']:,.0f} | {x['peak_rss_bytes'] / gb:.2f} "
             f"| {x['csr_bytes'] / gb:.2f} | {x['data_rss_over_csr']:.2f} | {gpu} | {fl} |")
     lines += ["", "Versions of each run:", ""]
@@ -257,10 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         shape = generate(data, cells, args.genes, args.conditions, args.seed)
         csr = csr_bytes(data)
         out = args.work / f"run_{cells}x{args.genes}"
-        summary, wall, rss = run_train(data, out, args)
+        summary, wall, rss, cpu = run_train(data, out, args)
         meta = json.loads((out / "model.json").read_text())
         res = analyse(summary, meta, wall, rss, csr, args)
         res["simulate_s"] = shape.get("simulate_seconds")
+        res["cpu_s"] = cpu
         row = {"machine": mach, "label": args.label, "args": {k: str(v) for k, v in vars(args).items()}, "result": res}
         with open(jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -5,13 +5,22 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from gimcli.model.causal import LinearSEM
 from gimcli.model.module import CellBatch, ContextBatch, GIMModule
 from gimcli.model.objective import exact_marginal, gene_loglik, sufficient_stats
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Brute force in float64, for these tests only: a module-level set_default_dtype leaked into
+    every test collected after this file (float64 modules meeting float32 data)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _normal_logpdf(x, mu, s):
