@@ -134,3 +134,19 @@ def test_shards_partition_contexts_balanced_by_cells():
     loads = [cells[s].sum() for s in shards]
     assert max(loads) - min(loads) <= cells.max() - np.sort(cells)[-2] + cells.min() + 100
     assert max(loads) <= 0.45 * cells.sum()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_statistics_and_tf32_match_cpu():
+    """On a GPU: statistics built on the device equal the CPU ones; TF32 and bf16 runs stay within
+    the bf16 tolerance of the CPU fp32 run."""
+    adata = _sim(seed=4)
+    cfg = {"steps": 300, "eval_every": 50, "objective": "exact"}
+    runs = {(dev, p): fitmod.train(adata, dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS,
+                                   device=dev, config=TrainConfig(precision=p, **cfg))[0]
+            for dev, p in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "tf32"), ("cuda", "bf16"))}
+    ref = runs["cpu", "fp32"]
+    for key, run in runs.items():
+        assert float((ref.module.sem.weights() - run.module.sem.weights()).abs().max()) < 0.03, key
+        assert float(np.abs(ref.posterior - run.posterior).max()) < 0.1, key
