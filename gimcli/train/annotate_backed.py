@@ -22,7 +22,9 @@ def write_annotated_backed(adata: ad.AnnData, run: GimRun, path: Path, train_mas
 
     from gimcli.train.outputs import annotate
 
-    light = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns))
+    # everything but X is in memory in backed mode; the user's varm entries must survive the rewrite
+    light = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns),
+                       varm={k: adata.varm[k] for k in adata.varm})
     out = annotate(light, run, train_mask)
     with atomic_path(path) as tmp:
         shutil.copyfile(adata.filename, tmp)
