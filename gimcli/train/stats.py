@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from gimcli.model.causal import LinearSEM
-from gimcli.model.module import CellBatch, ContextBatch
+from gimcli.model.module import ContextBatch
 from gimcli.model.precision import matmul
 from gimcli.train.batches import TrainData, csr_rows_to_dense
 
@@ -55,9 +55,15 @@ class StatsBatch:
 
 
 def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precision: str = "fp32",
-                contexts: np.ndarray | None = None) -> StatsBatch | None:
-    """StatsBatch of one split's cells (only `contexts`, when given); None if it has no cells."""
-    cells, starts, counts = data.split[split]
+                contexts: np.ndarray | None = None, scatter: bool = True) -> StatsBatch | None:
+    """StatsBatch of one split's cells ("train", "val" or "all"; only `contexts`, when given);
+    None if it has no cells. Without `scatter`, W is left at zero: enough for posteriors, which
+    do not depend on S2, and no dense chunk of cells is ever made."""
+    if split == "all":
+        cells, starts, n_val = data.split["val"]
+        counts = n_val + data.split["train"][2]
+    else:
+        cells, starts, counts = data.split[split]
     ctx = np.arange(data.K) if contexts is None else np.asarray(contexts)
     ctx = ctx[counts[ctx] > 0]
     if len(ctx) == 0:
@@ -80,7 +86,7 @@ def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precis
     step = chunk or (_CHUNK_GPU if dev.type == "cuda" else _CHUNK_CPU)
     rep_t = torch.from_numpy(rep).to(dev)
     g_t = torch.from_numpy(data.cell_group[rows]).to(dev)
-    for lo in range(0, len(rows), step):
+    for lo in range(0, len(rows) if scatter else 0, step):
         sl = slice(lo, lo + step)
         x = csr_rows_to_dense(data.X, rows[sl], dev)
         c = (x - data.mean[g_t[sl]]) / data.sd[g_t[sl]] - xbar[rep_t[sl]]
@@ -95,7 +101,7 @@ def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precis
 class FullStats:
     """Stands in for TrainData in the trainer: every 'sample' is the whole split's statistics.
 
-    Posteriors still go through the cells (`all_cells`), once, after training.
+    Posteriors after training come from the same sums over all cells (`all_cells`).
     """
 
     def __init__(self, data: TrainData, *, precision: str = "fp32", contexts: np.ndarray | None = None):
@@ -115,8 +121,10 @@ class FullStats:
                max_cells: int = 0) -> StatsBatch:
         return self._stats[split]
 
-    def all_cells(self, ctx_ids: np.ndarray | None = None) -> CellBatch:
-        return self.cells.all_cells(ctx_ids)
+    def all_cells(self, ctx_ids: np.ndarray | None = None) -> StatsBatch:
+        """All cells (train + val) of the given contexts, as sums: posteriors need no dense cells
+        (a 50k-cell dense chunk at d = 2000 would be 400 MB per intermediate on the host)."""
+        return split_stats(self.cells, "all", contexts=ctx_ids, scatter=False)
 
 
 def step_data(data: TrainData, cfg, *, contexts: np.ndarray | None = None) -> TrainData | FullStats:

@@ -12,7 +12,7 @@ from gimcli.errors import InputError
 from gimcli.model.precision import check_precision
 from gimcli.simulate import simulate
 from gimcli.train.distributed import DataParallel, local_device
-from gimcli.train.stats import StatsBatch, split_stats
+from gimcli.train.stats import FullStats, StatsBatch, split_stats
 
 FEATS = [f"f{i}" for i in range(4)]
 
@@ -71,6 +71,16 @@ def test_full_statistics_give_the_cell_objective_and_gradients(captured, split, 
     pc, _ = module.posterior(cells, target_cost=2.0)
     ps, _ = module.posterior(stats, target_cost=2.0)
     assert float((pc - ps).abs().max()) < 1e-4
+
+
+def test_posteriors_over_all_cells_from_sums(captured):
+    data, module = captured
+    ids = np.array([0, 3, 5, 7])
+    pc, cc = module.posterior(data.all_cells(ids), target_cost=2.0)
+    ps, cs = module.posterior(FullStats(data).all_cells(ids), target_cost=2.0)
+    assert pc.shape == ps.shape == (len(ids), module.sem.d)
+    assert float((pc - ps).abs().max()) < 1e-4 and float((cc - cs).abs().max()) < 1e-4
+    assert float(pc.max()) > 0.5  # some targets are found: not two all-zero posteriors compared
 
 
 def test_bf16_changes_the_step_objective_only_within_tolerance(captured):
