@@ -207,7 +207,13 @@ def write_results(path: Path, rows: list[dict]) -> None:
              "`cells/s` = training cells whose statistics enter a step x steps/s (steady state, 2nd half);",
              "`to best` = time to the best validation step; RSS = peak of the train process;",
              "CSR = the file's X as float32 CSR in memory; `(RSS - imports)/CSR` discounts the RSS of a",
-             "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.", ""]
+             "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.",
+             "`CPU time` = user + system seconds of the train process: on a shared machine, a better guide",
+             "than wall time to what a quiet one needs. TFLOP/s counts the step's matmuls and slogdet only.", "",
+             "Rerun (quiet 2-core CPU, then one GPU):", "",
+             "    python bench/perf/run.py --cells 50000 --genes 1000 --conditions 500 --label 'CPU target'",
+             "    python bench/perf/run.py --cells 50000,300000,1000000 --genes 2000 --conditions 2000 \\",
+             "        --device cuda --precision tf32 --label 'GPU targets'", ""]
     hdr = ("| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching | procs | steps "
            "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
            "| TFLOP/s (ratio to matmul peak) |")
