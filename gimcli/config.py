@@ -28,13 +28,13 @@ class TrainConfig:
     # optimisation
     objective: Literal["schedule", "exact", "relaxed"] = "schedule"
     structure_first: float = 0.6  # share of steps on the relaxed bound before the exact marginal
-    # Last share of steps: refit B without the L1 penalty on the edges selected so far. L1 shrinks
-    # true edges; the un-propagated part of a shift then shows up as spurious direct targets.
-    refit: float = 0.0
-    support_threshold: float = 0.05
     temperature: float = 0.5
     steps: int = 2000
     lr: float = 0.01
+    # full: every step uses all cells through per-context sums (gimcli/train/stats.py);
+    # sampled: batch_contexts contexts and up to max_cells_per_context cells each per step
+    batching: Literal["full", "sampled"] = "full"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"  # of the d x d matmuls of a step
     batch_contexts: int = 256
     max_cells_per_context: int = 256
     val_fraction: float = 0.1

@@ -87,6 +87,8 @@ def simulate(
     smiles: dict[str, str] | None = None,
     counts: bool = False,
     noise: float = 0.5,
+    library_size: float = 2000.0,
+    chunk_cells: int = 20_000,
     seed: int = 0,
 ):
     """Return an AnnData screen with ground truth in `uns['gim_truth']`.
@@ -94,7 +96,9 @@ def simulate(
     features: "numeric" (columns f0..f{n-1} in obs) or "smiles" (column `smiles`; drugs taken
     from `smiles` or the built-in list). Targets of a drug: its `n_targets` genes of highest
     score under a hidden linear rule on its features; shifts: a second hidden rule, times a Hill
-    function of dose with a drug-specific EC50.
+    function of dose with a drug-specific EC50. With `counts`, Poisson counts around a log-normal
+    `library_size` per cell (smaller libraries give sparser matrices, as in real screens).
+    Cells are generated `chunk_cells` at a time, so memory stays near the output CSR's size.
     """
     import anndata as ad
 
@@ -144,45 +148,56 @@ def simulate(
         dz = max(doses)
         conds.append((f"{names[a]}+{names[b]}", f"{dz:g}+{dz:g}", [a, b], [dz, dz]))
 
-    blocks, obs_rows, truth = [], [], []
+    # Per-condition shift vectors, then cells generated in chunks straight into CSR: a 1M x 2000
+    # screen never exists as a dense matrix (16 GB in float64).
+    U = np.zeros((len(lines) * len(conds), d))
+    cond_rows, truth = [], []
     for li, line in enumerate(lines):
-        for cond, dose_s, comps, dz in conds:
-            n = n_control if not comps else n_cells
-            u = np.zeros(d)
+        for ci, (cond, dose_s, comps, dz) in enumerate(conds):
+            u = U[li * len(conds) + ci]
             for k, dk in zip(comps, dz, strict=True):
                 shift = Z[k] * M[k] * hill(dk, ec50[k])
                 u += shift
                 for j in np.flatnonzero(Z[k]):
                     truth.append((cond, dose_s, line, names[k], genes[j], float(shift[j])))
-            eps = rng.normal(size=(n, d)) * sigma
-            x = (u + eps) @ A_inv.T
-            blocks.append(base[li] + scale * x)
-            obs_rows += [(cond, dose_s if comps else "0", line)] * n
-    expr = np.vstack(blocks)
-    if counts:
-        lib = rng.lognormal(np.log(2000), 0.3, len(expr))[:, None]
-        rate = np.exp(expr)
-        rate = rate / rate.sum(1, keepdims=True) * lib
-        X = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
-    else:
-        X = sp.csr_matrix(np.clip(expr, 0, None).astype(np.float32))
+            cond_rows.append((cond, dose_s if comps else "0", line, li, n_control if not comps else n_cells))
+    sizes = np.array([r[4] for r in cond_rows])
+    cell_cond = np.repeat(np.arange(len(cond_rows)), sizes)
+    cell_line = np.array([r[3] for r in cond_rows])[cell_cond]
+    # Noise is drawn chunk by chunk in cell order: the same stream as one draw per condition.
+    parts = []
+    counts_rng = np.random.default_rng([seed, 1]) if counts else None
+    for lo in range(0, len(cell_cond), chunk_cells):
+        sl = slice(lo, lo + chunk_cells)
+        eps = rng.normal(size=(len(cell_cond[sl]), d)) * sigma
+        x = (U[cell_cond[sl]] + eps) @ A_inv.T
+        expr = base[cell_line[sl]] + scale * x
+        if counts:
+            lib = counts_rng.lognormal(np.log(library_size), 0.3, len(expr))[:, None]
+            rate = np.exp(expr)
+            rate = rate / rate.sum(1, keepdims=True) * lib
+            parts.append(sp.csr_matrix(counts_rng.poisson(rate).astype(np.float32)))
+        else:
+            parts.append(sp.csr_matrix(np.clip(expr, 0, None).astype(np.float32)))
+    X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
 
-    obs = pd.DataFrame(obs_rows, columns=["condition", "dose", "cell_line"])
-    obs.index = [f"cell{i}" for i in range(len(obs))]
+    ctab = pd.DataFrame([r[:3] for r in cond_rows], columns=["condition", "dose", "cell_line"])
+    obs = pd.DataFrame({c: pd.Categorical.from_codes(*_codes(ctab[c].to_numpy(), cell_cond)) for c in ctab})
+    obs.index = pd.Index(np.char.add("cell", np.arange(len(obs)).astype(str)).astype(object))
     if features == "smiles":
         smi = {n: (smiles or BUILTIN_SMILES)[n] for n in names}
         # SMILES may contain '+' (charges), so combination rows carry none: a combination's
         # components are featurised from their single-drug rows.
-        obs["smiles"] = [smi.get(c, "") for c in obs["condition"]]
+        obs["smiles"] = obs["condition"].map(lambda c: smi.get(c, "")).astype(str)
     else:
-        fmap = {n: F[k] for k, n in enumerate(names)}
-        single = obs["condition"].isin(names)
+        # Feature rows per condition (NaN for control and combinations), gathered per cell.
+        comp_of = {n: k for k, n in enumerate(names)}
+        Fc = np.full((len(cond_rows), F.shape[1]), np.nan)
+        for i, r in enumerate(cond_rows):
+            if r[0] in comp_of:
+                Fc[i] = F[comp_of[r[0]]]
         for f in range(F.shape[1]):
-            col = np.full(len(obs), np.nan)
-            col[single.to_numpy()] = [fmap[c][f] for c in obs.loc[single, "condition"]]
-            obs[f"f{f}"] = col
-    for c in ("condition", "dose", "cell_line"):
-        obs[c] = obs[c].astype("category")
+            obs[f"f{f}"] = Fc[cell_cond, f]
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
     tt = pd.DataFrame(truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"])
     adata.uns[_keys.UNS_TRUTH] = {
@@ -197,7 +212,13 @@ def simulate(
             "n_genes": n_genes, "n_drugs": n_drugs, "doses": list(doses), "n_cells": n_cells,
             "n_control": n_control, "n_combos": n_combos, "n_cell_lines": n_cell_lines, "graph": graph,
             "degree": degree, "n_targets": n_targets, "features": features, "counts": counts,
-            "noise": noise, "seed": seed,
+            "noise": noise, "library_size": library_size, "seed": seed,
         },
     }
     return adata
+
+
+def _codes(values: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, list]:
+    """Categorical codes per cell from one value per condition (categories sorted, as astype)."""
+    cats, inv = np.unique(values.astype(str), return_inverse=True)
+    return inv[index], cats.tolist()

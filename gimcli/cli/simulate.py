@@ -30,6 +30,7 @@ def simulate(
     features: str = typer.Option("numeric", help="numeric (obs f0..) | smiles (obs 'smiles')."),
     smiles_csv: Path | None = typer.Option(None, help="CSV name,smiles of drugs to use with --features smiles."),
     counts: bool = typer.Option(False, "--counts", help="Write Poisson counts instead of log-normalised values."),
+    library_size: float = typer.Option(2000.0, help="Mean counts per cell with --counts (smaller = sparser)."),
     seed: int = typer.Option(0, help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -47,6 +48,8 @@ def simulate(
         raise InputError(f"--features {features!r}: expected numeric or smiles")
     if min(n_genes, n_drugs, n_cells, n_control, n_cell_lines) < 1 or n_targets > n_genes:
         raise InputError("sizes must be >= 1 and --n-targets <= --n-genes")
+    if library_size <= 0:
+        raise InputError(f"--library-size {library_size:g}: must be > 0")
     check_output_file(out, overwrite=overwrite)
     smiles = None
     if smiles_csv is not None:
@@ -57,7 +60,8 @@ def simulate(
     try:
         adata = sim(n_genes=n_genes, n_drugs=n_drugs, doses=tuple(parse_floats(doses, option="--doses")), n_cells=n_cells,
                     n_control=n_control, n_combos=n_combos, n_cell_lines=n_cell_lines, graph=graph, degree=degree,
-                    n_targets=n_targets, features=features, smiles=smiles, counts=counts, seed=seed)
+                    n_targets=n_targets, features=features, smiles=smiles, counts=counts,
+                    library_size=library_size, seed=seed)
     except ValueError as e:
         raise InputError(str(e)) from e
     write_h5ad(adata, out)

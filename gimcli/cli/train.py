@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -46,6 +47,9 @@ def train(
                                                      "SIGTERM/SIGUSR1, which save and exit with code 75)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt if present (else start)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
+    precision: str = typer.Option(_D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."),
+    batching: str = typer.Option(_D.batching, help="full (every cell each step, via per-context sums) | sampled."),
+    backed: bool = typer.Option(False, "--backed", help="Read cells in chunks from disk (files larger than memory)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
@@ -53,56 +57,74 @@ def train(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import file_sha256, read_h5ad
     from gimcli.errors import InputError
+    from gimcli.report import write_report
+    from gimcli.model.precision import check_precision
     from gimcli.train.checkpoint import run_checkpointer
+    from gimcli.train.distributed import env_rank, env_world_size
     from gimcli.train.fit import resolve_device
     from gimcli.train.fit import train as fit_run
     from gimcli.train.outputs import write_run
     from gimcli.train.reproducible import provenance, set_deterministic
 
+    if batching not in ("full", "sampled"):
+        raise InputError(f"--batching {batching!r}: expected full or sampled")
     if objective not in ("schedule", "exact", "relaxed"):
         raise InputError(f"--objective {objective!r}: expected schedule, exact or relaxed")
     if steps < 1 or lr <= 0 or restarts < 1:
         raise InputError("--steps and --restarts must be >= 1 and --lr > 0")
     if checkpoint_every < 0:
         raise InputError("--checkpoint-every must be >= 0 minutes")
-    check_run_dir(out, overwrite=overwrite)
-    resolve_device(device)
+    distributed = env_world_size() > 1
+    if distributed and (resume or checkpoint_every):
+        raise InputError("--resume/--checkpoint-every are not supported under torchrun yet; run one process")
+    main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
+    if main_rank:
+        check_run_dir(out, overwrite=overwrite)
+    check_precision(precision, resolve_device(device))
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
     if feats_df is not None and "smiles" not in feats_df.columns:
         raise InputError(f"{drug_features}: missing column 'smiles'")
-    setup_logging(quiet=quiet, log_file=out / "gim.log")
+    setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
     cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
                       objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
-                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed)
+                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed,
+                      precision=precision, batching=batching)
     t0 = time.perf_counter()
-    adata = read_h5ad(data)
+    adata = read_h5ad(data, backed=backed)
+    t_read = time.perf_counter() - t0
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
     set_deterministic(deterministic)
-    ckpt = run_checkpointer(out, every_min=checkpoint_every, resume=resume, config=cfg, input_info=info,
-                            device=str(resolve_device(device)),
-                            options=[perturbation_key, control, dose_key, covariate_keys, smiles_key,
-                                     drug_features and file_sha256(drug_features), feature_keys, counts_layer])
-    with _Progress(cfg.steps, enabled=not quiet) as prog, ckpt:
+    ckpt = contextlib.nullcontext() if distributed else run_checkpointer(
+        out, every_min=checkpoint_every, resume=resume, config=cfg, input_info=info,
+        device=str(resolve_device(device)),
+        options=[perturbation_key, control, dose_key, covariate_keys, smiles_key,
+                 drug_features and file_sha256(drug_features), feature_keys, counts_layer])
+    with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog, ckpt:
         run, hist = fit_run(
             adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
             covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
-            input_info=info, progress=prog.update, checkpoint=ckpt,
+            input_info=info, progress=prog.update, checkpoint=None if distributed else ckpt,
         )
-        # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
-        run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
-        paths = write_run(run, hist, out, adata=adata)
-        from gimcli.report import write_report
-
-        if (report := write_report(out)) is not None:
-            paths["report"] = str(report)
-    ckpt.finished()
+        if main_rank:  # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
+            run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
+            t_write = time.perf_counter()
+            paths = write_run(run, hist, out, adata=adata)
+            if (report := write_report(out)) is not None:
+                paths["report"] = str(report)
+            t_write = time.perf_counter() - t_write
+    if not distributed:
+        ckpt.finished()
+    if not main_rank:
+        return
     diag = run.meta["diagnostics"]
     summary = {
         "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),
         "n_cells": run.meta["training"]["n_cells"], "n_genes": len(run.genes),
         "n_contexts": len(run.meta["contexts"]), "best_step": hist.best_step,
         "best_val_nll": hist.best_val, "device": run.meta["training"]["device"], "diagnostics": diag,
+        "timings": {"read": round(t_read, 3), "prepare": round(run.meta["training"]["prepare_seconds"], 3),
+                    "train": round(hist.seconds, 3), "write": round(t_write, 3)},
     }
     log.info("wrote %s in %.1f s (best step %d, B spectral radius %.2f)", out, summary["seconds"], hist.best_step,
              diag["B_spectral_radius"])

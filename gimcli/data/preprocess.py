@@ -131,6 +131,12 @@ def preprocess(
         X, source = adata.X, "X"
     if X is None:
         raise InputError("the file has no expression matrix in X")
+    if adata.isbacked:  # on disk: never the whole matrix in memory
+        from gimcli.data.chunked import preprocess_chunked
+
+        return preprocess_chunked(adata, X, source=source, counts_layer=counts_layer, n_top_genes=n_top_genes,
+                                  hvg_flavor=hvg_flavor, target_sum=target_sum, force_genes=force_genes,
+                                  detect_sample=_DETECT_SAMPLE)
     X = sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
     names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
     check_values(X, where=source, **names)
@@ -142,7 +148,8 @@ def preprocess(
         raise InputError(f"{source}: --counts-layer given but its values are not integer counts{at}")
     check_scale(X, is_counts, where=source, **names)
 
-    tmp = ad.AnnData(X=X.copy(), var=adata.var[[]].copy())
+    # X is already this function's own copy (astype copies), so scanpy may work on it in place.
+    tmp = ad.AnnData(X=X, var=adata.var[[]].copy())
     if is_counts:
         sc.pp.normalize_total(tmp, target_sum=target_sum)
         sc.pp.log1p(tmp)

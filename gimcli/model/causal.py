@@ -23,18 +23,10 @@ class LinearSEM(nn.Module):
         self.b = nn.Parameter(torch.zeros(d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
         self.register_buffer("offdiag", 1.0 - torch.eye(d))
-        # Edges allowed to be non-zero: all off-diagonal ones, until `fix_support` narrows them.
-        self.register_buffer("support", 1.0 - torch.eye(d))
 
     def weights(self) -> torch.Tensor:
-        """B with its diagonal (and any edge outside the support) held at zero."""
-        return self.B * self.support
-
-    @torch.no_grad()
-    def fix_support(self, threshold: float) -> int:
-        """Keep only edges with |B| > threshold; returns how many remain."""
-        self.support.copy_((self.weights().abs() > threshold).to(self.support.dtype))
-        return int(self.support.sum())
+        """B with its diagonal held at zero (no self-loops)."""
+        return self.B * self.offdiag
 
     def A(self) -> torch.Tensor:
         return torch.eye(self.d, device=self.B.device, dtype=self.B.dtype) - self.weights()

@@ -11,6 +11,7 @@ from torch import nn
 from gimcli.model.causal import LinearSEM
 from gimcli.model.interventions import InterventionNet
 from gimcli.model.objective import exact_marginal, relaxed_loglik, sufficient_stats
+from gimcli.model.precision import matmul_precision
 
 
 @dataclass
@@ -33,6 +34,14 @@ class CellBatch:
     ctx: torch.Tensor  # (cells,) index into the context batch
     scale: torch.Tensor  # (K,) whole-context cells / sampled cells
     contexts: ContextBatch
+    precision: str = "fp32"  # of the cells x d x d residual matmul (gimcli.model.precision)
+
+    def residual_stats(self, sem: LinearSEM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """S1, S2 (K x d) and n (K) of the residuals A x - b (see gimcli.train.stats for the
+        same from precomputed per-context sums)."""
+        with matmul_precision(self.precision, self.x.device):
+            r = sem.residuals(self.x)
+        return sufficient_stats(r.to(self.x.dtype), self.ctx, self.scale.shape[0], self.scale)
 
 
 @dataclass
@@ -61,9 +70,7 @@ class GIMModule(nn.Module):
         temperature: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
-        K = batch.scale.shape[0]
-        r = self.sem.residuals(batch.x)
-        S1, S2, n = sufficient_stats(r, batch.ctx, K, batch.scale)
+        S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
         ls = self.sem.log_sigma
         if mode == "exact":
@@ -78,9 +85,7 @@ class GIMModule(nn.Module):
     @torch.no_grad()
     def posterior(self, batch: CellBatch, *, target_cost: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact posterior target probability per context (K,d) and per component (K,C,d)."""
-        K = batch.scale.shape[0]
-        r = self.sem.residuals(batch.x)
-        S1, S2, n = sufficient_stats(r, batch.ctx, K, batch.scale)
+        S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
         _, post_c, post_any = exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, self.sem.log_sigma, target_cost)
         return post_any, post_c

@@ -100,16 +100,23 @@ class TrainData:
             "train": (keep, starts + n_val, counts - n_val),
         }
         self._fixed: dict[str, CellBatch] = {}
+        self.precision = "fp32"  # of the residual matmul (gimcli.model.precision)
+        self.ctx_ids = np.arange(self.K)  # the contexts this process samples (a shard under DDP)
+
+    def set_shard(self, ctx_ids: np.ndarray) -> None:
+        self.ctx_ids = np.asarray(ctx_ids, np.int64)
+        self._fixed.clear()
 
     def n_cells(self, split: str) -> int:
-        return int(self.split[split][2].sum())
+        return int(self.split[split][2][self.ctx_ids].sum())
 
     def sample(self, rng: np.random.Generator, *, split: str = "train", batch_contexts: int, max_cells: int) -> CellBatch:
         cells, starts, counts = self.split[split]
-        full = self.K <= batch_contexts and counts.max() <= max_cells
+        ids = self.ctx_ids
+        full = len(ids) <= batch_contexts and counts[ids].max() <= max_cells
         if full and split in self._fixed:
             return self._fixed[split]
-        ctx = np.arange(self.K) if self.K <= batch_contexts else np.sort(rng.choice(self.K, batch_contexts, replace=False))
+        ctx = ids if len(ids) <= batch_contexts else np.sort(rng.choice(ids, batch_contexts, replace=False))
         ctx = ctx[counts[ctx] > 0]
         cnt = counts[ctx]
         rep = np.repeat(np.arange(len(ctx)), cnt)
@@ -139,6 +146,7 @@ class TrainData:
             ctx=torch.from_numpy(rep).to(self.device),
             scale=torch.from_numpy(np.asarray(scale, dtype=np.float32)).to(self.device),
             contexts=sub,
+            precision=self.precision,
         )
 
     def all_cells(self, ctx_ids: np.ndarray | None = None) -> CellBatch:

@@ -114,8 +114,6 @@ class Checkpointer:
         hist.rows = list(m["history"]["rows"])
         hist.best_val = float(m["history"]["best_val"])
         hist.best_step = int(m["history"]["best_step"])
-        hist.refit_from = m["history"].get("refit_from")
-        hist.refitting = bool(m["history"].get("refitting", False))
         best = {k[len("best."):]: v for k, v in s.items() if k.startswith("best.")} or None
         log.info("resuming from %s at step %d (restart %d)", self.path, m["step"], self.restart)
         self.state = None  # consumed: a later restart starts fresh
@@ -148,8 +146,7 @@ class Checkpointer:
             "format": CHECKPOINT_FORMAT, "gim_version": __version__, "fingerprint": self.fingerprint,
             "step": step, "restart": self.restart, "bad_evals": bad_evals,
             "numpy_rng": rng.bit_generator.state,
-            "history": {"rows": hist.rows, "best_val": hist.best_val, "best_step": hist.best_step,
-                        "refit_from": hist.refit_from, "refitting": hist.refitting},
+            "history": {"rows": hist.rows, "best_val": hist.best_val, "best_step": hist.best_step},
         }
         if self.prior is not None:
             meta["prior"] = self.prior[1]

@@ -20,6 +20,8 @@ from gimcli.errors import InputError
 from gimcli.model.module import GIMModule
 from gimcli.run import GimRun, versions
 from gimcli.train.batches import TrainData, context_batch, control_standardisation
+from gimcli.train.distributed import DataParallel, local_device
+from gimcli.train.stats import peak_gpu_bytes, step_data
 from gimcli.train.trainer import History, fit
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,8 @@ def train(
     saves and restores the training state.
     """
     t_start = time.perf_counter()
-    dev = resolve_device(device)
+    dev = local_device(resolve_device(device))
+    ddp = DataParallel.from_env(dev)  # under torchrun: contexts sharded over processes
     cfg = config
     data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
     ctx = build_contexts(data.obs, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
@@ -144,6 +147,8 @@ def train(
     cb = context_batch(comp_feats, ctx.components, dose_transform(ctx.comp_dose, dose_scale),
                        ctx.cov_onehot()[ctx.cov_group], comp_gene)
     tdata = TrainData(X, cell_ctx, cb, cell_group, mean, sd, val_fraction=cfg.val_fraction, seed=cfg.seed, device=dev)
+    shard = ddp.shard(tdata.split["train"][2] + tdata.split["val"][2]) if ddp else None
+    tdata, t_prep = step_data(tdata, cfg, contexts=shard), time.perf_counter() - t_start
     n_cov = cb.cov.shape[1]
     log.info("training on %d cells, %d contexts (%d components), %d genes, device %s",
              int((cell_ctx >= 0).sum()), ctx.n_contexts, len(ctx.comp_names), len(pinfo.genes), dev)
@@ -159,13 +164,17 @@ def train(
     for r in range(checkpoint.first_restart if checkpoint else 0, cfg.restarts):
         torch.manual_seed(cfg.seed + r)
         module = new_module()
+        if ddp:
+            ddp.broadcast(module)
         if checkpoint is not None:
             checkpoint.begin_restart(r, best and (best[1].state_dict(), vars(best[2])))
-        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress, checkpoint=checkpoint)
+        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress, checkpoint=checkpoint, sync=ddp)
         log.info("restart %d: best validation objective %.4f at step %d", r, hist.best_val, hist.best_step)
         if best is None or hist.best_val < best[0]:
             best = (hist.best_val, module, hist)
     _, module, hist = best
+    if ddp:
+        ddp.close()
     module.eval()
     posterior = training_posterior(module, tdata, cfg)
 
@@ -191,6 +200,7 @@ def train(
         "training": {"best_step": hist.best_step, "best_val_nll": hist.best_val, "stopped_early": hist.stopped_early,
                      "steps_run": hist.rows[-1]["step"] + 1 if hist.rows else 0, "train_seconds": hist.seconds,
                      "total_seconds": time.perf_counter() - t_start, "device": str(dev),
+                     "prepare_seconds": t_prep, "peak_gpu_bytes": peak_gpu_bytes(dev),
                      "n_cells": int((cell_ctx >= 0).sum())},
         "diagnostics": module.sem.diagnostics(),
         "history": hist.rows,

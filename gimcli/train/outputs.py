@@ -93,7 +93,12 @@ def write_run(run: GimRun, hist: History, out: Path, *, adata: ad.AnnData | None
     paths = {"model": str(out / _keys.MODEL_WEIGHTS), "meta": str(out / _keys.MODEL_META)}
     write_metrics(hist, out / _keys.METRICS)
     paths["metrics"] = str(out / _keys.METRICS)
-    if adata is not None:
+    if adata is not None and adata.isbacked:  # never load a file that may not fit in memory
+        from gimcli.train.annotate_backed import write_annotated_backed
+
+        write_annotated_backed(adata, run, out / _keys.ANNOTATED, train_mask)
+        paths["annotated"] = str(out / _keys.ANNOTATED)
+    elif adata is not None:
         write_h5ad(annotate(adata, run, train_mask), out / _keys.ANNOTATED)
         paths["annotated"] = str(out / _keys.ANNOTATED)
     return paths

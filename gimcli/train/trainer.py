@@ -16,6 +16,7 @@ from gimcli.config import TrainConfig
 from gimcli.errors import TrainingError
 from gimcli.model.module import GIMModule
 from gimcli.train.batches import TrainData
+from gimcli.train.distributed import DataParallel, batch_cells
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,13 @@ class History:
     best_val: float = math.inf
     best_step: int = 0
     stopped_early: bool = False
-    refit_from: int | None = None  # step at which the refit phase began (or begins)
-    refitting: bool = False
     seconds: float = 0.0
 
 
 def phase_of(step: int, cfg: TrainConfig) -> str:
-    """relaxed (structure first) -> exact -> refit (exact, no L1, B restricted to its support)."""
-    if cfg.objective == "schedule" and step < int(cfg.structure_first * cfg.steps):
-        return "relaxed"
-    if cfg.objective != "relaxed" and cfg.refit > 0 and step >= int((1 - cfg.refit) * cfg.steps):
-        return "refit"
-    return cfg.objective if cfg.objective != "schedule" else "exact"
+    if cfg.objective == "schedule":
+        return "relaxed" if step < int(cfg.structure_first * cfg.steps) else "exact"
+    return cfg.objective
 
 
 @torch.no_grad()
@@ -60,12 +56,14 @@ def fit(
     seed: int,
     progress: Callable[[int, dict], None] | None = None,
     checkpoint=None,
+    sync: DataParallel | None = None,
 ) -> History:
     """Optimise `module` in place; it ends holding the state with the best validation objective
     of the exact phase (or the last state when there are no validation cells).
 
     `checkpoint` (a gimcli.train.checkpoint.Checkpointer) restores the loop state before the first
-    step and may save it (and stop, on a signal) after each step."""
+    step and may save it (and stop, on a signal) after each step. With `sync` (torchrun),
+    gradients and validation objectives are combined over processes."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     val_rng_seed = seed + 7919
@@ -79,26 +77,25 @@ def fit(
         start, best_state, bad_evals = checkpoint.restore(module, opt, rng, gen, hist)
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
-        phase = "refit" if hist.refit_from is not None and step >= hist.refit_from else phase_of(step, cfg)
-        if phase == "refit" and not hist.refitting:
-            hist.refitting, hist.refit_from = True, step
-            kept = module.sem.fix_support(cfg.support_threshold)
-            bad_evals, hist.best_val, best_state = 0, math.inf, None  # the refit is a new model
-            log.info("step %d: refitting B on its %d selected edges without L1", step, kept)
-        l1 = 0.0 if (module.sem.fix_graph or hist.refitting) else cfg.l1_graph
+        phase = phase_of(step, cfg)
+        l1 = 0.0 if module.sem.fix_graph else cfg.l1_graph
         batch = data.sample(rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context)
         out = module.loss(
-            batch, mode="relaxed" if phase == "relaxed" else "exact", target_cost=cfg.target_cost,
+            batch, mode=phase, target_cost=cfg.target_cost,
             l1_graph=l1, temperature=cfg.temperature, generator=gen,
         )
         if not torch.isfinite(out.loss):
             raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        if sync is not None:
+            sync.reduce_gradients(module, batch_cells(batch))
         opt.step()
         last = step == cfg.steps - 1
         if step % cfg.eval_every == 0 or last:
             val = validation_nll(module, data, cfg, np.random.default_rng(val_rng_seed))
+            if sync is not None:
+                val = sync.weighted_mean(val, data.n_cells("val"))
             row = {
                 "step": step, "phase": phase, "loss": float(out.loss.detach()), "train_nll": float(out.nll),
                 "val_nll": val, "l1_B": float(out.l1), "seconds": time.perf_counter() - t0,
@@ -114,12 +111,9 @@ def fit(
                 else:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
-                        if cfg.refit > 0 and not hist.refitting and cfg.objective != "relaxed":
-                            hist.refit_from = step + 1  # converged under L1: refit now instead of stopping
-                        else:
-                            hist.stopped_early = True
-                            log.info("early stop at step %d (best %d)", step, hist.best_step)
-                            break
+                        hist.stopped_early = True
+                        log.info("early stop at step %d (best %d)", step, hist.best_step)
+                        break
         if checkpoint is not None:
             checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:

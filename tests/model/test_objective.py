@@ -15,8 +15,8 @@ from gimcli.model.objective import exact_marginal, gene_loglik, sufficient_stats
 
 @pytest.fixture(autouse=True)
 def _float64():
-    # float64 for the brute-force comparisons, restored after each test: set at import, it leaked
-    # into every other test module of a full run (float vs double errors in training)
+    """Brute force in float64, for these tests only: a module-level set_default_dtype leaked into
+    every test collected after this file (float64 modules meeting float32 data)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
