@@ -40,6 +40,11 @@ def train(
     max_cells_per_context: int = typer.Option(_D.max_cells_per_context, help="Cells per context per step."),
     restarts: int = typer.Option(_D.restarts, help="Independent restarts; the best validation objective wins."),
     seed: int = typer.Option(_D.seed, help="Random seed (results are reproducible from it)."),
+    holdout_conditions: str | None = typer.Option(None, help="Comma list of conditions to hold out and score."),
+    holdout_doses: str | None = typer.Option(None, help="Comma list of doses to hold out (every drug) and score."),
+    holdout_combinations: str | None = typer.Option(None, help="Comma list of combinations A+B to hold out, or 'all'."),
+    holdout_covariate: str | None = typer.Option(None, help="KEY=VALUE: hold out that group (alone) or the held-out conditions within it."),
+    split_key: str | None = typer.Option(None, help="obs column with train/test per cell (instead of --holdout-*)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -61,6 +66,7 @@ def train(
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
     if feats_df is not None and "smiles" not in feats_df.columns:
         raise InputError(f"{drug_features}: missing column 'smiles'")
+    holdout = _holdout(holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key)
     setup_logging(quiet=quiet, log_file=out / "gim.log")
     cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
                       objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
@@ -68,14 +74,22 @@ def train(
     t0 = time.perf_counter()
     adata = read_h5ad(data)
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
+    mask = None
+    if holdout.any():
+        from gimcli.evaluate.splits import train_mask
+
+        mask = train_mask(adata.obs, holdout, perturbation_key=perturbation_key, control=control, dose_key=dose_key)
+        log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
     with _Progress(cfg.steps, enabled=not quiet) as prog:
         run, hist = fit_run(
             adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
             covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
-            input_info=info, progress=prog.update,
+            input_info=info, progress=prog.update, train_mask=mask,
         )
-    paths = write_run(run, hist, out, adata=adata)
+    paths = write_run(run, hist, out, adata=adata, train_mask=mask)
+    if mask is not None:
+        paths.update(_score_holdout(run, adata, mask, out, holdout, device=device, seed=seed))
     diag = run.meta["diagnostics"]
     summary = {
         "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),
@@ -87,6 +101,27 @@ def train(
              diag["B_spectral_radius"])
     if as_json:
         emit_json(summary)
+
+
+def _holdout(conditions, doses, combinations, covariate, split_key):
+    from gimcli.cli._common import parse_floats, parse_kv
+    from gimcli.evaluate.splits import Holdout
+
+    cov = parse_kv([covariate], option="--holdout-covariate") if covariate else {}
+    return Holdout(conditions=split_list(conditions) or [], doses=parse_floats(doses, option="--holdout-doses") or [],
+                   combinations=split_list(combinations) or [], covariate=next(iter(cov.items()), None),
+                   split_key=split_key)
+
+
+def _score_holdout(run, adata, mask, out: Path, holdout, *, device: str, seed: int) -> dict[str, str]:
+    """GIM and baselines on the held-out cells -> RUN/eval_metrics.csv/.json; B = 0 refit -> RUN/nograph/."""
+    from gimcli.evaluate.heldout import NOGRAPH_DIR, evaluate_split, write_eval
+
+    res, nograph = evaluate_split(run, adata, mask, split=holdout.to_dict(), device=device, seed=seed)
+    nograph.save(out / NOGRAPH_DIR)
+    agg = res.summary["aggregate"]
+    log.info("held-out mean R2: %s", ", ".join(f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None))
+    return write_eval(res, out)
 
 
 class _Progress:
