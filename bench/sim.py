@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench._common import by_kind, fit_and_score, kind_tables, mean_std, md_table
+from bench._common import by_kind, fit_and_score, kind_tables, md_table, mean_std
 from gimcli.config import TrainConfig
 from gimcli.evaluate.splits import Holdout, train_mask
 from gimcli.simulate import simulate
