@@ -390,8 +390,13 @@ def evaluate_split(run: GimRun, adata: ad.AnnData, mask: np.ndarray, *, split: d
                    device: str = "auto", seed: int = 0) -> tuple[EvalResult, GimRun]:
     """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
     method on the held-out cells `adata[~mask]`."""
+    from gimcli.train.outputs import cell_context_labels
+
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]
+    # only cells of contexts the model kept (too-small contexts are dropped from training)
+    labels = [context_label(r, run.cov_keys) for _, r in run.contexts.astype({"dose": str}).iterrows()]
+    train = train[cell_context_labels(train.obs, run, labels) != ""]
     nograph = fit_nograph(run, train, device=device)
     truth = adata.uns.get(_keys.UNS_TRUTH)
     res = evaluate(run, test, train=train, nograph=nograph, truth=truth if isinstance(truth, dict) else None,

@@ -5,13 +5,22 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from gimcli.model.causal import LinearSEM
 from gimcli.model.module import CellBatch, ContextBatch, GIMModule
 from gimcli.model.objective import exact_marginal, gene_loglik, sufficient_stats
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Double precision in this module only: a module-level default leaked into every test
+    collected after it (float32 data met float64 parameters in the CLI tests)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _normal_logpdf(x, mu, s):
