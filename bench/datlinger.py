@@ -52,7 +52,7 @@ def run(cfg: TrainConfig) -> dict:
     wall = time.perf_counter() - t0
     md = [f"{adata.n_obs} cells; {len(genes)} modelled genes (the 20 perturbed genes forced in when measured); "
           f"covariate perturbation_2; identity features. KO genes not in the data: {absent or 'none'}. "
-          f"Learned self-target logit bonus: {float(run_.module.net.self_logit):.2f}. "
+          f"Learned self-target logit bonus: {float(run_.module.net.self_logit.detach()):.2f}. "
           "Rank 1 = the highest of all modelled genes; shift_rank ranks |mean shift| / control sd (a DE-style marginal).",
           md_table(tab, list(tab.columns), "gene / state"),
           f"Median GIM rank {np.median(tab['gim_rank']):.0f}, median shift rank {np.median(tab['shift_rank']):.0f} "
