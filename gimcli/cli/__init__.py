@@ -36,7 +36,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from gimcli.cli import explain, predict, simulate, train  # noqa: F401
+    from gimcli.cli import evaluate, explain, predict, simulate, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,11 @@ def train(
     checkpoint_every: float = typer.Option(0.0, help="Minutes between checkpoints to RUN/checkpoint.pt (0: only on "
                                                      "SIGTERM/SIGUSR1, which save and exit with code 75)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt if present (else start)."),
+    holdout_conditions: str | None = typer.Option(None, help="Comma list of conditions to hold out and score."),
+    holdout_doses: str | None = typer.Option(None, help="Comma list of doses to hold out (every drug) and score."),
+    holdout_combinations: str | None = typer.Option(None, help="Comma list of combinations A+B to hold out, or 'all'."),
+    holdout_covariate: str | None = typer.Option(None, help="KEY=VALUE: hold out that group (alone) or the held-out conditions within it."),
+    split_key: str | None = typer.Option(None, help="obs column with train/test per cell (instead of --holdout-*)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     precision: str = typer.Option(_D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."),
     batching: str = typer.Option(_D.batching, help="full (every cell each step, via per-context sums) | sampled."),
@@ -84,6 +89,7 @@ def train(
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
     if feats_df is not None and "smiles" not in feats_df.columns:
         raise InputError(f"{drug_features}: missing column 'smiles'")
+    holdout = _holdout(holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key)
     setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
     cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
                       objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
@@ -93,23 +99,31 @@ def train(
     adata = read_h5ad(data, backed=backed)
     t_read = time.perf_counter() - t0
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
+    mask = None
+    if holdout.any():
+        from gimcli.evaluate.splits import train_mask
+
+        mask = train_mask(adata.obs, holdout, perturbation_key=perturbation_key, control=control, dose_key=dose_key)
+        log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
     set_deterministic(deterministic)
     ckpt = contextlib.nullcontext() if distributed else run_checkpointer(
         out, every_min=checkpoint_every, resume=resume, config=cfg, input_info=info,
         device=str(resolve_device(device)),
         options=[perturbation_key, control, dose_key, covariate_keys, smiles_key,
-                 drug_features and file_sha256(drug_features), feature_keys, counts_layer])
+                 drug_features and file_sha256(drug_features), feature_keys, counts_layer, holdout.to_dict()])
     with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog, ckpt:
         run, hist = fit_run(
             adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
             covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
             feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
-            input_info=info, progress=prog.update, checkpoint=None if distributed else ckpt,
+            input_info=info, progress=prog.update, checkpoint=None if distributed else ckpt, train_mask=mask,
         )
         if main_rank:  # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
             run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
             t_write = time.perf_counter()
-            paths = write_run(run, hist, out, adata=adata)
+            paths = write_run(run, hist, out, adata=adata, train_mask=mask)
+            if mask is not None:
+                paths.update(_score_holdout(run, adata, mask, out, holdout, device=device, seed=seed))
             if (report := write_report(out)) is not None:
                 paths["report"] = str(report)
             t_write = time.perf_counter() - t_write
@@ -130,6 +144,27 @@ def train(
              diag["B_spectral_radius"])
     if as_json:
         emit_json(summary)
+
+
+def _holdout(conditions, doses, combinations, covariate, split_key):
+    from gimcli.cli._common import parse_floats, parse_kv
+    from gimcli.evaluate.splits import Holdout
+
+    cov = parse_kv([covariate], option="--holdout-covariate") if covariate else {}
+    return Holdout(conditions=split_list(conditions) or [], doses=parse_floats(doses, option="--holdout-doses") or [],
+                   combinations=split_list(combinations) or [], covariate=next(iter(cov.items()), None),
+                   split_key=split_key)
+
+
+def _score_holdout(run, adata, mask, out: Path, holdout, *, device: str, seed: int) -> dict[str, str]:
+    """GIM and baselines on the held-out cells -> RUN/eval_metrics.csv/.json; B = 0 refit -> RUN/nograph/."""
+    from gimcli.evaluate.heldout import NOGRAPH_DIR, evaluate_split, write_eval
+
+    res, nograph = evaluate_split(run, adata, mask, split=holdout.to_dict(), device=device, seed=seed)
+    nograph.save(out / NOGRAPH_DIR)
+    agg = res.summary["aggregate"]
+    log.info("held-out mean R2: %s", ", ".join(f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None))
+    return write_eval(res, out)
 
 
 class _Progress:

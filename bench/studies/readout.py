@@ -1,0 +1,66 @@
+"""Study: the predicted mean A^{-1}(b + E[u]) with E[u] = pi * m, against the MAP read-out
+A^{-1}(b + 1[pi > 0.5] * m), on held-out pairs and held-out doses of the simulation.
+With pi = sigmoid(logit) a confident target keeps a (1 - pi) share of its shift off, and a
+non-target with pi = 0.05 and an unconstrained shift m adds 0.05 m of spurious change.
+    python bench/studies/readout.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from bench._common import setup  # noqa: E402
+from gimcli.config import TrainConfig  # noqa: E402
+from gimcli.evaluate.heldout import context_cells, evaluate, log_expression  # noqa: E402
+from gimcli.evaluate.metrics import mse, r2_mean  # noqa: E402
+from gimcli.evaluate.splits import Holdout, train_mask  # noqa: E402
+from gimcli.simulate import simulate  # noqa: E402
+from gimcli.train.fit import train  # noqa: E402
+
+
+@torch.no_grad()
+def means(run, table, *, map_targets: bool) -> np.ndarray:
+    comps = [c.split("+") for c in table["condition"]]
+    doses = [[float(x) for x in d.split("+")] for d in table["dose"]]
+    cb = run.context_batch(comps, doses, table)
+    m, _, _ = run.module.predict_mean(cb, map_targets=map_targets)
+    g = run.group_index(table)
+    return m.numpy() * run.std_sd[g] + run.std_mean[g]
+
+
+def main(systems=(("dag", 0), ("dag", 1), ("cyclic", 0), ("cyclic", 1))):
+    setup()
+    rows = []
+    for graph, seed in systems:
+        a = simulate(n_genes=20, n_drugs=12, doses=(10.0, 100.0, 1000.0), n_cells=60, n_control=300, n_combos=6,
+                     graph=graph, seed=seed)
+        m = train_mask(a.obs, Holdout(combinations=["all"], doses=[100.0]), dose_key="dose")
+        run, _ = train(a, dose_key="dose", feature_keys=[f"f{i}" for i in range(8)], config=TrainConfig(steps=1200, seed=seed),
+                       device="cpu", train_mask=m)
+        test = a[~m]
+        table, cell = context_cells(test.obs, run)
+        X = log_expression(test, run)
+        y = np.stack([np.asarray(X[cell == k].mean(0)).ravel() for k in range(len(table))])
+        res = evaluate(run, test, train=a[m], methods=("additive", "ridge"), seed=0).summary["per_context"]
+        base = pd.DataFrame(res).set_index(["condition", "dose", "method"])["mse"]
+        for name, mp in (("E[u]", False), ("MAP", True)):
+            P = means(run, table, map_targets=mp)
+            for k, r in table.iterrows():
+                kind = "pair" if "+" in r["condition"] else "dose"
+                rows.append({"system": f"{graph}/{seed}", "kind": kind, "readout": name, "mse": mse(y[k], P[k]),
+                             "r2": r2_mean(y[k], P[k]), "additive_mse": base.get((r["condition"], r["dose"], "additive")),
+                             "ridge_mse": base.get((r["condition"], r["dose"], "ridge"))})
+    df = pd.DataFrame(rows)
+    print(df.groupby(["kind", "readout"])[["mse", "r2", "additive_mse", "ridge_mse"]].mean().to_string())
+    print(df.groupby(["system", "kind", "readout"])[["mse", "r2", "additive_mse"]].mean().to_string())
+
+
+if __name__ == "__main__":
+    main()

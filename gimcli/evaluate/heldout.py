@@ -1,0 +1,404 @@
+"""Score a trained run on held-out cells: the GIM and every baseline side by side.
+
+`evaluate(run, test, train=...)` returns a tidy table (one row per held-out context and method,
+plus aggregate rows) and a JSON-able summary; `write_eval` writes RUN/eval_metrics.csv/.json.
+Everything is computed in log-normalised expression over the model's genes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from gimcli import _keys
+from gimcli.config import TrainConfig
+from gimcli.data.contexts import build_contexts, format_dose, parse_dose
+from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.data.io import atomic_path, write_text
+from gimcli.data.preprocess import looks_like_counts
+from gimcli.errors import InputError, ModelError
+from gimcli.evaluate import baselines as bl
+from gimcli.evaluate import metrics as M
+from gimcli.run import GimRun, context_label
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gim", "gim_nograph", *bl.MEAN_BASELINES)
+BASELINES = tuple(m for m in METHODS if m != "gim")
+# Contexts per predict() call: bounds memory of the sampled cells (contexts x cells x genes).
+_PRED_CHUNK = 32
+
+
+def log_expression(adata: ad.AnnData, run: GimRun) -> sp.csr_matrix:
+    """Cells x model genes, preprocessed as in training (normalize_total + log1p for counts,
+    library size over all genes of the file)."""
+    info = run.preprocess_info
+    layer = run.meta["keys"].get("counts_layer")
+    if layer and layer not in adata.layers:
+        raise InputError(f"layer {layer!r} used in training is not in the file (have {sorted(adata.layers)})")
+    X = adata.layers[layer] if layer else adata.X
+    X = X.tocsr().astype(np.float32) if sp.issparse(X) else sp.csr_matrix(np.asarray(X, np.float32))
+    missing = [g for g in run.genes if g not in adata.var_names]
+    if missing:
+        raise ModelError(f"{len(missing)} model gene(s) missing from the data, e.g. {missing[:5]}")
+    if info.is_counts:
+        if not looks_like_counts(X):
+            raise InputError("the model was trained on raw counts but these values are not integer counts")
+        tot = np.asarray(X.sum(1)).ravel()
+        X = sp.diags((info.target_sum / np.maximum(tot, 1e-12)).astype(np.float32)) @ X
+        X.data = np.log1p(X.data)
+    return X[:, adata.var_names.get_indexer(run.genes)].tocsr()
+
+
+def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndarray]:
+    """Perturbed contexts of `obs` keyed like training (condition, canonical dose, covariates), and
+    the context index of each cell (-1 for control cells)."""
+    keys, cov_keys = run.meta["keys"], run.cov_keys
+    pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
+    raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else np.full(len(obs), "1", object)
+    canon = {}
+    for p, d in set(zip(pert, raw, strict=True)):
+        if p != keys["control"]:
+            canon[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(p)),
+                                                                              column=keys["dose_key"] or "dose"))
+    df = pd.DataFrame({"condition": pert, "dose": [canon.get((p, d), "") for p, d in zip(pert, raw, strict=True)]})
+    for k in cov_keys:
+        if k not in obs.columns:
+            raise InputError(f"covariate column {k!r} used in training is not in obs")
+        df[k] = obs[k].astype(str).to_numpy()
+    is_pert = (pert != keys["control"])
+    cols = ["condition", "dose", *cov_keys]
+    codes, uniq = pd.factorize(pd.MultiIndex.from_frame(df[is_pert][cols]))
+    table = uniq.to_frame(index=False)
+    table.columns = cols
+    table["n_cells"] = np.bincount(codes, minlength=len(table))
+    cell = -np.ones(len(obs), np.int64)
+    cell[is_pert] = codes
+    return table, cell
+
+
+def component_features(run: GimRun, names: list[str], obs: pd.DataFrame,
+                       drug_features: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+    """Feature rows of training components (as trained) and of new ones (from the data's SMILES
+    or feature columns, or a name,smiles table), featurised with the training spec."""
+    spec, train_names = run.spec, run.meta["components"]
+    out = {n: run.comp_feats[i] for i, n in enumerate(train_names) if n in names}
+    new = [n for n in names if n not in out]
+    if not new:
+        return out
+    keys = run.meta["keys"]
+    pert = obs[keys["perturbation_key"]].astype(str).str.strip()
+    if spec.kind == "smiles":
+        if drug_features is not None:
+            table = dict(zip(drug_features["name"], drug_features["smiles"], strict=True))
+        elif keys.get("smiles_key") and keys["smiles_key"] in obs.columns:
+            rows = obs.loc[pert.isin(new), keys["smiles_key"]]
+            table = dict(zip(pert[rows.index], rows.astype(str), strict=True))
+        else:
+            table = {}
+        lacking = [n for n in new if n not in table]
+        if lacking:
+            raise InputError(f"no SMILES for held-out perturbation(s) {lacking[:10]}")
+        out.update(spec.featurize_smiles({n: table[n] for n in new}))
+    elif spec.kind == "numeric":
+        lacking_cols = [c for c in spec.columns if c not in obs.columns]
+        if lacking_cols:
+            raise InputError(f"feature column(s) {lacking_cols} used in training are not in obs")
+        vals = obs.loc[pert.isin(new), spec.columns].assign(_c=pert).groupby("_c", observed=True).mean()
+        lacking = [n for n in new if n not in vals.index or vals.loc[n].isna().any()]
+        if lacking:
+            raise InputError(f"no feature values for held-out perturbation(s) {lacking[:10]}")
+        out.update(spec.featurize_numeric({n: vals.loc[n].to_numpy(np.float32) for n in new}))
+    else:
+        raise ModelError(f"identity features cannot describe perturbations not seen in training: {new[:10]}")
+    return out
+
+
+def fit_nograph(run: GimRun, train_data: ad.AnnData, *, device: str = "auto", config: TrainConfig | None = None) -> GimRun:
+    """The same GIM refit on the same training cells with B = 0 (the no-causal-model ablation)."""
+    from gimcli.train.fit import train
+
+    keys, spec = run.meta["keys"], run.spec
+    cfg = (config or run.config).replace(fix_graph=True)
+    drug = pd.DataFrame({"name": list(spec.smiles), "smiles": list(spec.smiles.values())}) if spec.kind == "smiles" else None
+    nograph, _ = train(train_data, perturbation_key=keys["perturbation_key"], control=keys["control"],
+                       dose_key=keys["dose_key"], covariate_keys=keys["covariate_keys"] or None,
+                       drug_features=drug, feature_keys=keys["feature_keys"] or None if spec.kind == "numeric" else None,
+                       counts_layer=keys["counts_layer"], config=cfg, device=device)
+    return nograph
+
+
+def _gim_predictions(run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int):
+    from gimcli.predict import predict
+
+    new = {n: f for n, f in feats.items() if n not in run.meta["components"]}
+    req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
+    means, cells, pis = [], [], []
+    for s in range(0, len(req), _PRED_CHUNK):
+        pred = predict(run, req.iloc[s:s + _PRED_CHUNK].reset_index(drop=True), new, n_cells=n_cells, seed=seed + s)
+        means.append(pred.uns[_keys.UNS]["mean"].to_numpy())
+        pis.append(pred.uns[_keys.UNS]["target_prob"].to_numpy())
+        X = pred.X.toarray()
+        cells += [X[i * n_cells:(i + 1) * n_cells] for i in range(len(means[-1]))]
+    return np.concatenate(means), cells, np.concatenate(pis)
+
+
+@dataclass
+class EvalResult:
+    table: pd.DataFrame  # tidy: one row per (context, method) and one aggregate row per method
+    summary: dict  # JSON-able: aggregate, best baseline, definitions, targets, params
+
+
+def evaluate(
+    run: GimRun,
+    test: ad.AnnData,
+    *,
+    train: ad.AnnData,
+    nograph: GimRun | None = None,
+    methods: tuple[str, ...] = METHODS,
+    drug_features: pd.DataFrame | None = None,
+    truth: dict | None = None,
+    n_cells: int = M.MAX_CELLS,
+    seed: int = 0,
+    split: dict | None = None,
+) -> EvalResult:
+    """Score the GIM and the baselines on every perturbed context of `test`.
+
+    `train` holds exactly the training cells (the baselines and the PCA space use them). Without
+    `nograph`, the B = 0 GIM is refit when "gim_nograph" is in `methods`. `truth` is a simulated
+    screen's uns['gim_truth'] (targets and graph are then scored too).
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise InputError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+    keys, cov_keys = run.meta["keys"], run.cov_keys
+    table, cell_ctx = context_cells(test.obs, run)
+    if not len(table):
+        raise InputError(f"no perturbed cells in the test data (every obs[{keys['perturbation_key']!r}] is the control)")
+    Xte = log_expression(test, run)
+    Xtr = log_expression(train, run)
+    tr = build_contexts(train.obs, perturbation_key=keys["perturbation_key"], control=keys["control"],
+                        dose_key=keys["dose_key"], covariate_keys=cov_keys or None, min_cells=1)
+    ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, cov_keys)
+    sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], 20_000), replace=False)
+    space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
+
+    comps = [split_components(c) for c in table["condition"]]
+    doses = [[float(x) for x in d.split(COMBO_SEP)] for d in table["dose"]]
+    all_names = sorted({n for cl in comps for n in cl} | {n for cl in ref.contexts["components"] for n in cl})
+    feats = component_features(run, all_names, pd.concat([train.obs, test.obs]), drug_features)
+
+    preds: dict[str, tuple[np.ndarray, list | None]] = {}
+    pis: dict[str, np.ndarray] = {}
+    if "gim" in methods:
+        m, c, pis["gim"] = _gim_predictions(run, table, feats, n_cells=n_cells, seed=seed)
+        preds["gim"] = (m, c)
+    if "gim_nograph" in methods:
+        if nograph is None:
+            log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
+            nograph = fit_nograph(run, train)
+        m, c, pis["gim_nograph"] = _gim_predictions(nograph, table, feats, n_cells=n_cells, seed=seed)
+        preds["gim_nograph"] = (m, c)
+    groups = [tuple(str(r[k]) for k in cov_keys) for _, r in table.iterrows()]
+    ridge = None
+    if "ridge" in methods and len(ref.contexts):
+        ridge = bl.RidgeBaseline(ref, feats, dose_scale=run.meta["dose_scale"], cov_categories=run.meta["covariates"]["categories"])
+    for name in bl.MEAN_BASELINES:
+        if name not in methods:
+            continue
+        P = []
+        for k, g in enumerate(groups):
+            if name == "control":
+                P.append(bl.predict_control(ref, g))
+            elif name == "perturbed_mean":
+                P.append(bl.predict_perturbed_mean(ref, g))
+            elif name == "additive":
+                P.append(bl.predict_additive(ref, comps[k], doses[k], g))
+            elif name == "nearest":
+                P.append(bl.predict_nearest(ref, comps[k], doses[k], g, feats, run.spec.similarity))
+            else:
+                P.append(ridge.predict(ref, comps[k], doses[k], table.iloc[[k]], g) if ridge else np.full(len(run.genes), np.nan))
+        preds[name] = (np.stack(P), None)
+
+    rows = []
+    for k in range(len(table)):
+        rows_k = np.flatnonzero(cell_ctx == k)
+        X_true = Xte[rows_k].toarray().astype(float)
+        y, c = X_true.mean(0), ref.control(groups[k])
+        ctrl_cells = None
+        base = {"scope": "context", "context": context_label(table.iloc[k], cov_keys),
+                **{col: table.iloc[k][col] for col in ["condition", "dose", *cov_keys]}, "n_cells": len(rows_k),
+                "combination": len(comps[k]) > 1}
+        for name, (P, cells) in preds.items():
+            p = P[k]
+            if not np.isfinite(p).all():
+                rows.append({**base, "method": name, **{m_: np.nan for m_ in M.METRICS}})
+                continue
+            if cells is None:  # mean baselines: training controls shifted by the predicted change
+                if ctrl_cells is None:
+                    ctrl_cells = ref.control_cells(groups[k], max_cells=n_cells, seed=seed)
+                pc = ctrl_cells + (p - c)
+            else:
+                pc = cells[k]
+            rows.append({**base, "method": name, **M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k)})
+    per = pd.DataFrame(rows)
+    agg = per.groupby("method", sort=False)[list(M.METRICS)].mean()
+    n_ok = per.groupby("method", sort=False)["r2_mean"].count()
+    agg_rows = [{"scope": "aggregate", "context": "ALL", "condition": "", "dose": "", **{k: "" for k in cov_keys},
+                 "n_cells": int(per.loc[per["method"] == m_, "n_cells"].sum()), "combination": "", "method": m_,
+                 "n_contexts": int(n_ok[m_]), **agg.loc[m_].to_dict()} for m_ in agg.index]
+    out = pd.concat([per, pd.DataFrame(agg_rows)], ignore_index=True)
+    summary = _summary(agg, n_ok, per, table, split, n_cells, seed, space)
+    if truth is not None:
+        summary["targets"] = _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr)
+    return EvalResult(table=out, summary=summary)
+
+
+def _best_baselines(agg: pd.DataFrame) -> dict:
+    out = {}
+    for m_ in M.METRICS:
+        vals = agg.loc[[b for b in agg.index if b != "gim"], m_].dropna()
+        if not len(vals):
+            continue
+        best = vals.idxmax() if M.HIGHER_IS_BETTER[m_] else vals.idxmin()
+        g = agg.loc["gim", m_] if "gim" in agg.index else np.nan
+        out[m_] = {"method": best, "value": float(vals[best]), "gim": float(g),
+                   "gim_at_least_as_good": bool(g >= vals[best] if M.HIGHER_IS_BETTER[m_] else g <= vals[best])
+                   if np.isfinite(g) else None}
+    return out
+
+
+def _summary(agg, n_ok, per, table, split, n_cells, seed, space) -> dict:
+    def clean(d):
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+    by_kind = {}
+    for kind, sel in (("single", per["combination"] == False), ("combination", per["combination"] == True)):  # noqa: E712
+        if sel.any():
+            by_kind[kind] = {m_: clean(v) for m_, v in per[sel].groupby("method", sort=False)[list(M.METRICS)].mean().to_dict("index").items()}
+    return {
+        "schema_version": 1,
+        "methods": list(agg.index),
+        "metrics": list(M.METRICS),
+        "definitions": M.DEFINITIONS,
+        "baseline_definitions": bl.__doc__.split("\n\n", 1)[1].strip(),
+        "higher_is_better": M.HIGHER_IS_BETTER,
+        "split": split,
+        "n_test_contexts": int(len(table)),
+        "aggregate": {m_: {**clean(agg.loc[m_].to_dict()), "n_contexts": int(n_ok[m_])} for m_ in agg.index},
+        "aggregate_by_kind": by_kind,
+        "best_baseline": _best_baselines(agg),
+        "per_context": [clean(r) for r in per.to_dict("records")],
+        "params": {"n_cells": n_cells, "seed": seed, "pca_components": int(space.components.shape[0]),
+                   "mmd_bandwidths": list(space.bandwidths), "top_de": M.TOP_DE, "max_cells": M.MAX_CELLS},
+    }
+
+
+def _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr) -> dict:
+    """AUROC/AUPRC of direct targets: training contexts (posterior) and held-out contexts (pi of
+    the features), the graph, and the marginal 'largest mean shift' ranking on training contexts."""
+    from gimcli.evaluate.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
+
+    tt = truth["targets"]
+    out: dict = {}
+    for name, r in (("gim", run), ("gim_nograph", nograph)):
+        if r is None:
+            continue
+        out[name] = {"train": target_recovery(r, tt)}
+        if "B" in truth:
+            out[name]["graph"] = graph_recovery(r, np.asarray(truth["B"]), list(truth.get("genes", run.genes)))
+    # held-out contexts: truth labels by condition/dose/covariates
+    keys = ["condition", "dose", *[k for k in run.cov_keys if k in tt.columns]]
+    gene_idx = {g: i for i, g in enumerate(run.genes)}
+    lab = np.zeros((len(table), len(run.genes)), np.int8)
+    want = {tuple(str(r[k]) for k in keys): i for i, (_, r) in enumerate(table.iterrows())}
+    for r in tt.astype({"dose": str}).itertuples(index=False):
+        rd = r._asdict()
+        i = want.get(tuple(str(rd[k]) for k in keys))
+        if i is not None and rd["gene"] in gene_idx:
+            lab[i, gene_idx[rd["gene"]]] = 1
+    for name, pi in pis.items():
+        out.setdefault(name, {})["heldout"] = auroc_auprc(lab, pi)
+    # marginal ranking: |mean shift| / control sd of each training context
+    L, rows = target_labels(run, tt)
+    tc = run.contexts.astype({"dose": str})
+    score = np.zeros(L.shape)
+    trc = tr.table.astype({"dose": str})
+    for i, k in enumerate(rows):
+        key = tuple(str(tc.iloc[k][c]) for c in ["condition", "dose", *run.cov_keys])
+        hit = np.flatnonzero([tuple(str(trc.iloc[j][c]) for c in ["condition", "dose", *run.cov_keys]) == key for j in range(len(trc))])
+        if not len(hit):
+            continue
+        cells = np.flatnonzero(tr.cell_context == hit[0])
+        g = tuple(str(tc.iloc[k][c]) for c in run.cov_keys)
+        ctrl = Xtr[ref.ctrl_rows.get(g, np.concatenate(list(ref.ctrl_rows.values())))].toarray()
+        score[i] = np.abs(np.asarray(Xtr[cells].mean(0)).ravel() - ctrl.mean(0)) / np.maximum(ctrl.std(0), 1e-3)
+    out["largest_mean_shift"] = {"train": auroc_auprc(L, score)}
+    return out
+
+
+def write_eval(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
+    """RUN/eval_metrics.csv (the tidy table) and RUN/eval_metrics.json (the summary), atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv, js = out_dir / _keys.EVAL_CSV, out_dir / _keys.EVAL_JSON
+    with atomic_path(csv) as tmp:
+        result.table.to_csv(tmp, index=False)
+    write_text(json.dumps(_finite(result.summary), indent=1, default=_json_default), js)
+    return {"eval_csv": str(csv), "eval_json": str(js)}
+
+
+def _finite(o):
+    """NaN/inf -> null, so that the file is strict JSON."""
+    if isinstance(o, dict):
+        return {str(k): _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        v = o.item()
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# Run-directory subfolder holding the B = 0 refit made for a split (reused by `gim evaluate`).
+NOGRAPH_DIR = "nograph"
+
+
+def train_cells(annotated: ad.AnnData) -> ad.AnnData:
+    """The cells a run trained on, from RUN/annotated.h5ad (obs['gim_context'] != '')."""
+    if _keys.OBS_CONTEXT not in annotated.obs.columns:
+        raise ModelError(f"annotated data lacks obs[{_keys.OBS_CONTEXT!r}]; retrain with this gim version")
+    return annotated[(annotated.obs[_keys.OBS_CONTEXT].astype(str) != "").to_numpy()]
+
+
+def evaluate_split(run: GimRun, adata: ad.AnnData, mask: np.ndarray, *, split: dict | None = None,
+                   device: str = "auto", seed: int = 0) -> tuple[EvalResult, GimRun]:
+    """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
+    method on the held-out cells `adata[~mask]`."""
+    from gimcli.train.outputs import cell_context_labels
+
+    mask = np.asarray(mask, bool)
+    train, test = adata[mask], adata[~mask]
+    # only cells of contexts the model kept (too-small contexts are dropped from training)
+    labels = [context_label(r, run.cov_keys) for _, r in run.contexts.astype({"dose": str}).iterrows()]
+    train = train[cell_context_labels(train.obs, run, labels) != ""]
+    nograph = fit_nograph(run, train, device=device)
+    truth = adata.uns.get(_keys.UNS_TRUTH)
+    res = evaluate(run, test, train=train, nograph=nograph, truth=truth if isinstance(truth, dict) else None,
+                   seed=seed, split=split)
+    return res, nograph
