@@ -33,15 +33,14 @@ TITLES = {"sim": "1. Simulated screens: unseen drugs, doses and combinations; ta
           "sciplex": "4. sci-Plex-shaped simulation with the real sci-Plex compounds and doses"}
 
 
-def write(results: dict, out: str, total: float, done: bool) -> None:
+def write(results: dict, out: str, total: float, done: bool, note: str = "") -> None:
     import torch
 
     head = ["# gim benchmarks", "",
             f"Produced by `python bench/run_all.py` (or `make bench`); fixed seeds. Total wall time {total / 60:.1f} min "
             + ("" if done else "PARTIAL (not every benchmark has run yet) ")
             + f"on {platform.machine()} CPU, torch threads per process {_common.THREADS}, "
-            f"torch {torch.__version__}. Wall times were measured on a machine shared with other jobs (load average 6-13 on 2 cores): "
-            "rerun on a quiet 2-core machine for reference timings.", "",
+            f"torch {torch.__version__}. {note}", "",
             "Metrics (gimcli/evaluate/metrics.py): r2_mean = sklearn r2_score over genes of the held-out context's "
             "mean expression (log-normalised); r2_top20_de = the same on its 20 genes of largest |true change|; "
             "pearson_delta = Pearson of predicted vs true change against control; mse; energy_distance (Euclidean, "
@@ -65,6 +64,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="sim,sim_cost05,norman,datlinger,sciplex")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--note", default="", help="A sentence on the machine (e.g. whether it was shared).")
     args = ap.parse_args(argv)
     _common.setup()
     import importlib
@@ -78,9 +78,9 @@ def main(argv=None) -> int:
         results[name] = mod.run(BENCH_CFG[name])
         results[name]["bench_wall_s"] = time.perf_counter() - t0
         print(f"{name}: {results[name]['bench_wall_s']:.0f} s", file=sys.stderr, flush=True)
-        write(results, args.out, time.perf_counter() - t_all, done=False)  # a partial file survives a crash
+        write(results, args.out, time.perf_counter() - t_all, done=False, note=args.note)  # a partial file survives a crash
     total = time.perf_counter() - t_all
-    write(results, args.out, total, done=True)
+    write(results, args.out, total, done=True, note=args.note)
     print(f"wrote {args.out} in {total:.0f} s", file=sys.stderr)
     return 0
 

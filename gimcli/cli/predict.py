@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 
 from gimcli.cli import app
-from gimcli.cli._common import check_output_file, emit_json, parse_floats, parse_kv, setup_logging, split_list
+from gimcli.cli._common import (
+    check_output_file,
+    emit_json,
+    parse_floats,
+    parse_kv,
+    setup_logging,
+    split_list,
+)
 
 log = logging.getLogger("gimcli.cli.predict")
 

@@ -62,8 +62,8 @@ def train(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import file_sha256, read_h5ad
     from gimcli.errors import InputError
-    from gimcli.report import write_report
     from gimcli.model.precision import check_precision
+    from gimcli.report import write_report
     from gimcli.train.checkpoint import run_checkpointer
     from gimcli.train.distributed import env_rank, env_world_size
     from gimcli.train.fit import resolve_device

@@ -152,7 +152,7 @@ def numeric_spec(columns: list[str], values: dict[str, np.ndarray]) -> FeatureSp
     )
 
 
-def read_feature_csv(path: str) -> "pd.DataFrame":  # noqa: F821
+def read_feature_csv(path: str) -> pd.DataFrame:  # noqa: F821
     """A features CSV: a `name` column plus `smiles` or numeric columns (+ optional dose/covariates)."""
     import pandas as pd
 

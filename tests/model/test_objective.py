@@ -64,7 +64,7 @@ def test_exact_marginal_equals_brute_force_enumeration():
             for z in itertools.product([0, 1], repeat=len(comps)):
                 p = 1.0
                 mu = 0.0
-                for c, zc in zip(comps, z):
+                for c, zc in zip(comps, z, strict=True):
                     pi = float(torch.sigmoid(logits[k, c, j]))
                     p *= pi if zc else 1 - pi
                     mu += zc * float(shifts[k, c, j])
@@ -73,7 +73,7 @@ def test_exact_marginal_equals_brute_force_enumeration():
                 total += w
                 if any(z):
                     any_mass += w
-                for c, zc in zip(comps, z):
+                for c, zc in zip(comps, z, strict=True):
                     if zc:
                         comp_mass[c] += w
             assert abs(float(lm[k, j]) - math.log(total)) < 1e-8
@@ -129,11 +129,11 @@ def test_loss_gradients_match_finite_differences():
     def f(*ps):
         saved = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for p, v in zip(params, ps):
+            for p, v in zip(params, ps, strict=True):
                 p.copy_(v)
         out = module.loss(batch, mode="exact", target_cost=1.0, l1_graph=0.0).loss
         with torch.no_grad():
-            for p, v in zip(params, saved):
+            for p, v in zip(params, saved, strict=True):
                 p.copy_(v)
         return out
 

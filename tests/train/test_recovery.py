@@ -60,6 +60,6 @@ def test_training_is_bit_reproducible_on_cpu():
     cfg = TrainConfig(steps=80, eval_every=20, seed=5)
     a, _ = train(adata, dose_key="dose", feature_keys=["f0", "f1"], device="cpu", config=cfg)
     b, _ = train(adata, dose_key="dose", feature_keys=["f0", "f1"], device="cpu", config=cfg)
-    for (k, va), vb in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+    for (k, va), vb in zip(a.module.state_dict().items(), b.module.state_dict().values(), strict=True):
         assert np.array_equal(va.numpy(), vb.numpy()), k
     assert np.array_equal(a.posterior, b.posterior)
