@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -132,9 +133,13 @@ def predict(
     n_cells: int = 100,
     seed: int = 0,
     map_targets: bool = True,
+    noise: Literal["controls", "gaussian"] = "controls",
 ) -> ad.AnnData:
     """Sample `n_cells` per request from the model; layers hold each condition's mean and target
-    probability. Cells use the MAP targets (pi > 0.5) by default; the mean uses E[u] = pi * m."""
+    probability. Cells use the MAP targets (pi > 0.5) by default; the mean uses E[u] = pi * m.
+
+    noise="controls" moves control cells of the training run (kept in model.pt) by the propagated
+    intervention A^{-1}u; "gaussian" draws x = A^{-1}(b + u + eps) with the fitted Gaussian eps."""
     new_feats = new_feats or {}
     cov_keys = run.cov_keys
     comps = [split_components(c) for c in requests["condition"]]
@@ -147,11 +152,21 @@ def predict(
     mu_g, sd_g = run.std_mean[g], run.std_sd[g]
     mean_expr = mean_std.numpy() * sd_g + mu_g
 
-    gen = torch.Generator().manual_seed(seed)
     K, d = mean_expr.shape
     reps = np.repeat(np.arange(K), n_cells)
-    x = module.sem.sample(u_cells[reps], generator=gen).numpy()
-    cells = np.clip(x * sd_g[reps] + mu_g[reps], 0, None).astype(np.float32)
+    if noise == "controls" and run.ref_cells is not None:
+        # The SEM's counterfactual: the same cell, intervened on, is x0 + A^{-1}u. Moving real control
+        # cells keeps their real (sparse, non-Gaussian) noise; only the intervention is modelled.
+        rng = np.random.default_rng(seed)
+        by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
+        rows = np.concatenate([rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g])
+        shift = module.sem.propagate(u_cells).numpy() * sd_g
+        cells = run.ref_cells[rows] + shift[reps]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        x = module.sem.sample(u_cells[reps], generator=gen).numpy()
+        cells = x * sd_g[reps] + mu_g[reps]
+    cells = np.clip(cells, 0, None).astype(np.float32)
 
     app = applicability(run, requests, new_feats)
     low = app["similarity"] < LOW_SIMILARITY[run.spec.kind]
@@ -178,7 +193,8 @@ def predict(
         "conditions": conds,
         "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
         "target_prob": pd.DataFrame(pi_any.numpy(), index=labels, columns=run.genes),
-        "params": {"n_cells": n_cells, "seed": seed, "map_targets": map_targets},
+        "params": {"n_cells": n_cells, "seed": seed, "map_targets": map_targets,
+                   "noise": noise if run.ref_cells is not None else "gaussian"},
         "model": {"seed": run.meta["seed"], "input": run.meta.get("input", {}), "config": run.meta["config"]},
         "versions": versions(),
     }

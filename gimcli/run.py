@@ -55,6 +55,8 @@ class GimRun:
     std_mean: np.ndarray  # (G, d) control mean per covariate group
     std_sd: np.ndarray  # (G, d)
     posterior: np.ndarray | None = None  # (K, d) posterior target probability per training context
+    ref_cells: np.ndarray | None = None  # (n, d) log-normalised control cells (counterfactual predictions)
+    ref_group: np.ndarray | None = None  # (n,) covariate group of each reference cell
 
     # -- views of the metadata ---------------------------------------------------------------
     @property
@@ -133,6 +135,9 @@ class GimRun:
         tensors["std_sd"] = torch.from_numpy(self.std_sd)
         if self.posterior is not None:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
+        if self.ref_cells is not None:
+            tensors["ref_cells"] = torch.from_numpy(np.asarray(self.ref_cells, np.float32))
+            tensors["ref_group"] = torch.from_numpy(np.asarray(self.ref_group, np.int64))
         with atomic_path(out / _keys.MODEL_WEIGHTS) as tmp:
             torch.save(tensors, tmp)
             # model.json names the model.pt it belongs with: a half-replaced run dir is detected
@@ -177,7 +182,9 @@ class GimRun:
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
             run = cls(module=module.to(device, torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
-                      posterior=t["posterior"].numpy() if "posterior" in t else None)
+                      posterior=t["posterior"].numpy() if "posterior" in t else None,
+                      ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,
+                      ref_group=t["ref_group"].numpy() if "ref_group" in t else None)
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
         return run

@@ -32,6 +32,8 @@ def predict(
     n_cells: int = typer.Option(100, help="Cells sampled per predicted condition."),
     expected_targets: bool = typer.Option(False, "--expected-targets",
                                           help="Sample cells with E[u] = pi*m instead of the MAP targets (pi > 0.5)."),
+    noise: str = typer.Option("controls", help="controls: move training control cells by the predicted effect "
+                                               "(the SEM counterfactual) | gaussian: sample the fitted noise."),
     seed: int = typer.Option(0, help="Seed for sampling cells."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -47,6 +49,8 @@ def predict(
     from gimcli.train.reproducible import provenance
 
     setup_logging(quiet=quiet)
+    if noise not in ("controls", "gaussian"):
+        raise InputError(f"--noise {noise!r}: expected controls or gaussian")
     if n_cells < 1:
         raise InputError("--n-cells must be >= 1")
     check_output_file(out, overwrite=overwrite)
@@ -55,7 +59,8 @@ def predict(
     req, new = build_requests(run, features=feats, conditions=split_list(conditions),
                               doses=parse_floats(doses, option="--doses"),
                               covariates=parse_kv(covariate, option="--covariate"))
-    pred = predict_cells(run, req, new, n_cells=n_cells, seed=seed, map_targets=not expected_targets)
+    pred = predict_cells(run, req, new, n_cells=n_cells, seed=seed, map_targets=not expected_targets,
+                         noise=noise)
     pred.uns["gim"]["provenance"] = provenance(seed=seed, inputs={
         "model": run_dir / _keys.MODEL_WEIGHTS, "model_meta": run_dir / _keys.MODEL_META, "features": features})
     write_h5ad(pred, out)

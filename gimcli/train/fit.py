@@ -141,6 +141,8 @@ def train(
     cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
     is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]
     mean, sd = control_standardisation(X, cell_group, is_ctrl_cell, len(ctx.groups))
+    ref_rows = reference_controls(cell_group, is_ctrl_cell, len(ctx.groups), seed=cfg.seed)
+    ref_cells = X[ref_rows].toarray().astype(np.float32)
 
     max_dose = float(ctx.comp_dose.max()) if ctx.comp_dose.size else 1.0
     dose_scale = float(np.log10(1.0 + max_dose)) if max_dose > 0 else 1.0
@@ -205,8 +207,23 @@ def train(
         "diagnostics": module.sem.diagnostics(),
         "history": hist.rows,
     }
-    run = GimRun(module=module.cpu(), meta=meta, comp_feats=comp_feats, std_mean=mean, std_sd=sd, posterior=posterior)
+    run = GimRun(module=module.cpu(), meta=meta, comp_feats=comp_feats, std_mean=mean, std_sd=sd, posterior=posterior,
+                 ref_cells=ref_cells, ref_group=cell_group[ref_rows].astype(np.int64))
     return run, hist
+
+
+# Control cells kept per covariate group in model.pt: predicted cells are these cells moved by the
+# propagated intervention (the SEM's counterfactual), so they keep the real noise distribution.
+N_REFERENCE_CONTROLS = 500
+
+
+def reference_controls(cell_group: np.ndarray, is_ctrl_cell: np.ndarray, n_groups: int, *, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        idx = np.flatnonzero(is_ctrl_cell & (cell_group == g))
+        rows.append(np.sort(rng.choice(idx, min(len(idx), N_REFERENCE_CONTROLS), replace=False)))
+    return np.concatenate(rows)
 
 
 def _jsonable_table(t: pd.DataFrame) -> list[dict]:

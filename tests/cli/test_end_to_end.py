@@ -139,3 +139,28 @@ def test_simulate_writes_truth(gim, tmp_path):
     assert np.allclose(np.linalg.matrix_power(np.abs(B) > 0, 6).astype(float), 0)
     truth = json.loads(out.with_suffix(".truth.json").read_text())
     assert len(truth["drug_targets"]) == 3 * 2
+
+
+def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(trained):
+    """noise='controls': each cell = a stored control cell + sd * A^{-1} u (the SEM counterfactual)."""
+    from gimcli.predict import build_requests, predict
+    from gimcli.run import GimRun
+
+    run_dir, _ = trained
+    run = GimRun.load(run_dir)
+    assert run.ref_cells is not None and run.ref_cells.shape[1] == len(run.genes)
+    req, new = build_requests(run, conditions=[run.meta["components"][0]], doses=[1000.0], covariates={"cell_line": "line0"})
+    pred = predict(run, req, new, n_cells=20, seed=1)
+    cb = run.context_batch([[run.meta["components"][0]]], [[1000.0]], req)
+    _, _, u = run.module.predict_mean(cb, map_targets=True)
+    g = run.group_index(req)[0]
+    shift = run.module.sem.propagate(u).detach().numpy()[0] * run.std_sd[g]
+    cells = pred.X.toarray()
+    refs = run.ref_cells[run.ref_group == g]
+    for c in cells:
+        keep = c > 0  # clipped entries are not comparable
+        err = np.abs((c - shift)[keep][None] - refs[:, keep]).max(1)
+        assert err.min() < 1e-4
+    gauss = predict(run, req, new, n_cells=20, seed=1, noise="gaussian")
+    assert not np.allclose(gauss.X.toarray(), cells)
+    assert pred.uns["gim"]["params"]["noise"] == "controls"
