@@ -178,7 +178,7 @@ class GimRun:
             cfg = TrainConfig.from_dict(meta["config"])
             d = len(meta["preprocess"]["genes"])
             module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
-                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph)
+                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response)
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
             run = cls(module=module.to(device, torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),

@@ -52,10 +52,11 @@ class LossOutput:
 
 
 class GIMModule(nn.Module):
-    def __init__(self, d: int, n_features: int, n_cov: int, *, hidden: int = 128, n_layers: int = 2, fix_graph: bool = False):
+    def __init__(self, d: int, n_features: int, n_cov: int, *, hidden: int = 128, n_layers: int = 2, fix_graph: bool = False,
+                 dose_response: str = "mlp"):
         super().__init__()
         self.sem = LinearSEM(d, fix_graph=fix_graph)
-        self.net = InterventionNet(n_features, n_cov, d, hidden=hidden, n_layers=n_layers)
+        self.net = InterventionNet(n_features, n_cov, d, hidden=hidden, n_layers=n_layers, dose_response=dose_response)
 
     def interventions(self, c: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(c.feats, c.dose_t, c.cov, c.comp_gene)

@@ -157,7 +157,7 @@ def train(
 
     def new_module() -> GIMModule:
         return GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
-                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph).to(dev, torch.float32)  # whatever the default dtype
+                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response).to(dev, torch.float32)  # whatever the default dtype
 
     best: tuple[float, GIMModule, History] | None = None
     if checkpoint is not None and (prior := checkpoint.prior_best()) is not None:

@@ -149,3 +149,19 @@ def test_loss_gradients_match_finite_differences():
             vals_m[i].view(-1)[idx] -= eps
             fd = float((f(*vals_p) - f(*vals_m)).detach()) / (2 * eps)
             assert abs(fd - float(p.grad.view(-1)[idx])) < 1e-6 * max(1.0, abs(fd)), (i, idx)
+
+
+def test_hill_dose_response_is_monotone_in_dose():
+    from gimcli.model.interventions import InterventionNet
+
+    torch.manual_seed(0)
+    net = InterventionNet(5, 2, 7, hidden=8, n_layers=1, dose_response="hill")
+    with torch.no_grad():
+        net.dose_head.weight.normal_()
+        net.dose_head.bias.normal_()
+    feats = torch.randn(1, 1, 5).expand(11, 1, 5)
+    dose = torch.linspace(0, 1, 11).unsqueeze(1)
+    _, shifts = net(feats, dose, torch.ones(11, 2), -torch.ones(11, 1, dtype=torch.long))
+    mag = shifts[:, 0].abs()
+    assert torch.all(mag[1:] >= mag[:-1] - 1e-6)  # the effect grows with dose, never overshoots
+    assert mag[-1].sum() > mag[0].sum()
