@@ -175,13 +175,8 @@ def analyse(summary: dict, meta: dict, wall: float, rss: int, csr: dict, args) -
 
 
 def machine(args) -> dict:
-    import anndata
-    import numpy
-    import scanpy
-    import scipy
     import torch
 
-    import gimcli
 
     cpu = platform.processor()
     try:
@@ -191,10 +186,12 @@ def machine(args) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from gimcli.run import versions
+
+    v = versions()
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "anndata": anndata.__version__, "scanpy": scanpy.__version__,
-            "gimcli": gimcli.__version__, "commit": commit, "note": args.note,
+            **{k: v[k] for k in ("python", "torch", "numpy", "scipy", "anndata", "scanpy")},
+            "gimcli": v["gim"], "commit": commit, "note": args.note,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
