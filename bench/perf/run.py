@@ -177,7 +177,6 @@ def analyse(summary: dict, meta: dict, wall: float, rss: int, csr: dict, args) -
 def machine(args) -> dict:
     import torch
 
-
     cpu = platform.processor()
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
