@@ -98,10 +98,14 @@ def _eval_section(ev_csv: Path, ev_json: Path) -> str:
     if ev_json.exists():
         data = json.loads(ev_json.read_text())
         rows = data.get("aggregate") if isinstance(data, dict) else None
-        if rows:
+        if isinstance(rows, dict) and rows:  # {method: {metric: value}} (gimcli.evaluate.heldout)
+            agg = pd.DataFrame.from_dict(rows, orient="index").reset_index(names="method")
+        elif rows:
             agg = pd.DataFrame(rows)
     if agg is None and ev_csv.exists():
         agg = pd.read_csv(ev_csv)
+        if "scope" in agg.columns:
+            agg = agg[agg["scope"] == "aggregate"].dropna(axis=1, how="all")
     if agg is None or agg.empty:
         return "<p>(no held-out metrics)</p>"
     out = _table(agg, max_rows=100)
@@ -115,7 +119,8 @@ def _long_metrics(agg: pd.DataFrame) -> pd.DataFrame | None:
     if {"method", "metric", "value"} <= set(agg.columns):
         return agg[["method", "metric", "value"]]
     if "method" in agg.columns:
-        num = [c for c in agg.columns if c != "method" and np.issubdtype(agg[c].dtype, np.number)]
+        num = [c for c in agg.columns if c not in ("method", "n_contexts", "n_cells")
+               and np.issubdtype(agg[c].dtype, np.number)]
         if num:
             return agg.melt(id_vars="method", value_vars=num, var_name="metric", value_name="value")
     return None

@@ -42,6 +42,9 @@ def test_train_holdout_writes_side_by_side_metrics(split_run, smiles_h5ad):
     assert sorted(per["method"].unique()) == sorted(methods)
     assert per.groupby("method").size().eq(4).all() and per["combination"].astype(str).eq("True").all()
     assert (table[table["scope"] == "aggregate"]["n_contexts"] == 4).all()
+    report = (run / "report.html").read_text()  # the report shows the held-out comparison, drawn
+    section = report[report.index("Held-out evaluation against baselines"):]
+    assert "data:image/png;base64," in section and "ridge" in section
     # the model never saw the pairs: annotated.h5ad marks them untrained
     ann = ad.read_h5ad(run / _keys.ANNOTATED)
     assert (ann.obs[_keys.OBS_CONTEXT].astype(str)[combos] == "").all()
