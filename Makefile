@@ -37,7 +37,7 @@ demo: sample_data/screen.h5ad
 	$(BIN)/gim explain $(DEMO)/run --graph --format csv --out $(DEMO)/graph.csv
 	@echo
 	@echo "Demo outputs:"
-	@echo "  model and run report   $(DEMO)/run/ (model.pt, model.json, metrics.csv, annotated.h5ad)"
+	@echo "  model and run report   $(DEMO)/run/ (report.html, model.pt, model.json, metrics.csv, annotated.h5ad)"
 	@echo "  predicted new drugs    $(DEMO)/new_drugs_pred.h5ad"
 	@echo "  predicted combinations $(DEMO)/combos_pred.h5ad"
 	@echo "  direct targets table   $(DEMO)/targets.csv"
