@@ -22,10 +22,8 @@ def intervention_summary(run: GimRun, requests: pd.DataFrame, new_feats: dict | 
     comps = [split_components(c) for c in requests["condition"]]
     doses = [[float(x) for x in str(d).split(COMBO_SEP)] for d in requests["dose"]]
     cb = run.context_batch(comps, doses, requests, new_feats or {})
-    logits, shifts = run.module.interventions(cb)
-    pi = torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)
-    pi_any = 1 - torch.prod(1 - pi, 1)
-    shift = (pi * shifts).sum(1) / pi_any.clamp_min(1e-6)
+    _, pi_any, u = run.module.predict_mean(cb)
+    shift = u / pi_any.clamp_min(1e-6)  # the shift a gene gets when it is a target
     prob = pi_any.numpy()
     if use_posterior and run.posterior is not None:
         tc = run.contexts

@@ -15,7 +15,7 @@ from gimcli import _keys
 from gimcli.data.contexts import format_dose, parse_dose
 from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.errors import InputError
-from gimcli.run import GimRun, versions
+from gimcli.run import GimRun, context_label, versions
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def predict(
     doses = [[float(x) for x in d.split(COMBO_SEP)] for d in requests["dose"]]
     cb = run.context_batch(comps, doses, requests, new_feats)
     module = run.module.eval()
-    mean_std, pi_any, _ = module.predict_mean(cb)
-    _, _, u_cells = module.predict_mean(cb, map_targets=map_targets)
+    mean_std, pi_any, u_mean = module.predict_mean(cb)
+    u_cells = module.predict_mean(cb, map_targets=True)[2] if map_targets else u_mean
     g = run.group_index(requests)
     mu_g, sd_g = run.std_mean[g], run.std_sd[g]
     mean_expr = mean_std.numpy() * sd_g + mu_g
@@ -173,8 +173,7 @@ def predict(
     if low.any():
         log.warning("%d of %d predicted perturbation(s) are far from every training perturbation "
                     "(similarity < %.2f); treat them as extrapolations", int(low.sum()), K, LOW_SIMILARITY[run.spec.kind])
-    labels = [f"{c}|{d}" + "".join(f"|{r[k]}" for k in cov_keys) for (_, r), c, d in
-              zip(requests.iterrows(), requests["condition"], requests["dose"], strict=True)]
+    labels = [context_label(r, cov_keys) for _, r in requests.iterrows()]
     obs = requests.iloc[reps].reset_index(drop=True).copy()
     obs[_keys.OBS_SIMILARITY] = app["similarity"].to_numpy()[reps]
     obs.index = [f"pred{i}" for i in range(len(obs))]

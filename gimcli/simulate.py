@@ -102,6 +102,8 @@ def simulate(
     """
     import anndata as ad
 
+    if n_combos > n_drugs * (n_drugs - 1) // 2:
+        raise ValueError(f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} exist")
     rng = np.random.default_rng(seed)
     d = n_genes
     genes = [f"G{j:0{len(str(d - 1))}d}" for j in range(d)]

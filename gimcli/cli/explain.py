@@ -46,6 +46,8 @@ def explain(
         conds = split_list(conditions)
         new = {}
         if features is not None:
+            if conds:
+                raise InputError("give --conditions or --features, not both (the CSV lists what to explain)")
             req, new = build_requests(run, features=read_feature_csv(str(features)),
                                       doses=parse_floats(doses, option="--doses"),
                                       covariates=parse_kv(covariate, option="--covariate"))

@@ -115,25 +115,6 @@ class FeatureSpec:
         m, s = np.asarray(self.mean, np.float32), np.asarray(self.sd, np.float32)
         return {k: ((np.asarray(v, np.float32) - m) / s).astype(np.float32) for k, v in values.items()}
 
-    def featurize_known(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Features of components seen in training (any kind)."""
-        unknown = [n for n in names if n not in self.components]
-        if unknown:
-            hint = {
-                "identity": "identity features only cover the training perturbations",
-                "smiles": "give their SMILES with --features CSV",
-                "numeric": "give their feature columns with --features CSV",
-            }[self.kind]
-            raise InputError(f"no features for perturbation(s) {unknown[:10]}: {hint}")
-        if self.kind == "identity":
-            eye = np.eye(len(self.components), dtype=np.float32)
-            return {n: eye[self.components.index(n)] for n in names}
-        if self.kind == "smiles":
-            return self.featurize_smiles({n: self.smiles[n] for n in names})
-        raise InputError(
-            "numeric features of training perturbations are stored in the model; use --features"
-        )
-
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Applicability: Tanimoto for fingerprints, cosine otherwise."""
         return tanimoto(a, b) if self.kind == "smiles" else cosine(a, b)

@@ -208,6 +208,8 @@ def transform_new(adata: ad.AnnData, info: PreprocessInfo, *, counts_layer: str 
     check_values(X, where=src, **names)
     is_counts = looks_like_counts(X)
     check_scale(X, is_counts, where=src, **names)
+    if info.is_counts and not is_counts:
+        raise InputError(f"{src}: the model was trained on raw counts, but these values are not integer counts")
     if is_counts and not info.is_counts:
         raise InputError(f"{src}: looks like raw integer counts, but the model was trained on log-normalised "
                          "data; normalise it the way the training data were (e.g. normalize_total + log1p)")

@@ -22,7 +22,7 @@ from gimcli.config import TrainConfig
 from gimcli.data.contexts import build_contexts, format_dose, parse_dose
 from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.data.io import atomic_path, write_text
-from gimcli.data.preprocess import looks_like_counts
+from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
 from gimcli.evaluate import baselines as bl
 from gimcli.evaluate import metrics as M
@@ -37,24 +37,11 @@ _PRED_CHUNK = 32
 
 
 def log_expression(adata: ad.AnnData, run: GimRun) -> sp.csr_matrix:
-    """Cells x model genes, preprocessed as in training (normalize_total + log1p for counts,
-    library size over all genes of the file)."""
-    info = run.preprocess_info
-    layer = run.meta["keys"].get("counts_layer")
-    if layer and layer not in adata.layers:
-        raise InputError(f"layer {layer!r} used in training is not in the file (have {sorted(adata.layers)})")
-    X = adata.layers[layer] if layer else adata.X
-    X = X.tocsr().astype(np.float32) if sp.issparse(X) else sp.csr_matrix(np.asarray(X, np.float32))
-    missing = [g for g in run.genes if g not in adata.var_names]
-    if missing:
-        raise ModelError(f"{len(missing)} model gene(s) missing from the data, e.g. {missing[:5]}")
-    if info.is_counts:
-        if not looks_like_counts(X):
-            raise InputError("the model was trained on raw counts but these values are not integer counts")
-        tot = np.asarray(X.sum(1)).ravel()
-        X = sp.diags((info.target_sum / np.maximum(tot, 1e-12)).astype(np.float32)) @ X
-        X.data = np.log1p(X.data)
-    return X[:, adata.var_names.get_indexer(run.genes)].tocsr()
+    """Cells x model genes, preprocessed as in training; every model gene must be present (a
+    zero-filled gene would bias every metric)."""
+    X, _ = transform_new(adata, run.preprocess_info, counts_layer=run.meta["keys"].get("counts_layer"),
+                         where="evaluation data", max_missing=0.0)
+    return X
 
 
 def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndarray]:

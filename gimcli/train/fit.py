@@ -14,7 +14,7 @@ import torch
 from gimcli import MODEL_FORMAT_VERSION
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import Contexts, build_contexts, dose_transform
-from gimcli.data.features import FeatureSpec, morgan_fingerprints, numeric_spec, split_components
+from gimcli.data.features import FeatureSpec, morgan_fingerprints, numeric_spec
 from gimcli.data.preprocess import preprocess
 from gimcli.errors import InputError
 from gimcli.model.module import GIMModule
@@ -250,8 +250,5 @@ def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> 
     return out
 
 
-def condition_components(table: pd.DataFrame) -> list[list[str]]:
-    return [[] if c else split_components(p) for p, c in zip(table["condition"], table["is_control"], strict=True)]
 
-
-__all__ = ["train", "resolve_device", "Contexts", "condition_components"]
+__all__ = ["train", "resolve_device", "Contexts"]

@@ -118,7 +118,8 @@ def fit(
             checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:
         module.load_state_dict(best_state)
-    elif hist.rows:
-        hist.best_val = hist.rows[-1]["val_nll"]
+    elif hist.rows:  # no exact phase: the last evaluation (train objective without validation cells)
+        last = hist.rows[-1]
+        hist.best_val = last["val_nll"] if np.isfinite(last["val_nll"]) else last["train_nll"]
     hist.seconds = time.perf_counter() - t0
     return hist

@@ -92,3 +92,15 @@ def test_predict_unknown_condition_and_bad_run_dir(gim, tmp_path):
     rc, _, err = gim("predict", tmp_path, "--conditions", "A", "--out", tmp_path / "p.h5ad")
     assert rc >= 3 and "not a gim run directory" in err
     assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_simulate_refuses_more_pairs_than_exist(gim, tmp_path):
+    rc, _, err = gim("simulate", "--out", tmp_path / "s.h5ad", "--n-drugs", "3", "--n-combos", "5")
+    assert rc == 3 and "at most 3 exist" in err
+
+
+def test_explain_refuses_conditions_with_features(gim, tmp_path):
+    csv = tmp_path / "f.csv"
+    csv.write_text("name,smiles\nx,CCO\n")
+    rc, _, err = gim("explain", tmp_path, "--conditions", "A", "--features", csv)
+    assert rc >= 3
