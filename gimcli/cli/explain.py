@@ -39,6 +39,8 @@ def explain(
     fmt = "json" if as_json else fmt
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"--format {fmt!r}: expected table, csv or json")
+    if features is not None and conditions:
+        raise InputError("give --conditions or --features, not both (the CSV lists what to explain)")
     run = GimRun.load(run_dir)
     if graph:
         df = graph_table(run, top=top_edges)
@@ -46,8 +48,6 @@ def explain(
         conds = split_list(conditions)
         new = {}
         if features is not None:
-            if conds:
-                raise InputError("give --conditions or --features, not both (the CSV lists what to explain)")
             req, new = build_requests(run, features=read_feature_csv(str(features)),
                                       doses=parse_floats(doses, option="--doses"),
                                       covariates=parse_kv(covariate, option="--covariate"))

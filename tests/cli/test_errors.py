@@ -103,4 +103,4 @@ def test_explain_refuses_conditions_with_features(gim, tmp_path):
     csv = tmp_path / "f.csv"
     csv.write_text("name,smiles\nx,CCO\n")
     rc, _, err = gim("explain", tmp_path, "--conditions", "A", "--features", csv)
-    assert rc >= 3
+    assert rc == 3 and "not both" in err
