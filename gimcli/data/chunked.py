@@ -76,14 +76,19 @@ def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int, *, n_bins: i
 def preprocess_chunked(adata: ad.AnnData, X, *, source: str, counts_layer: str | None, n_top_genes: int,
                        hvg_flavor: str, target_sum: float, force_genes: list[str] | None, detect_sample: int):
     """Chunked twin of `preprocess.preprocess` (same outputs); X is the source matrix."""
-    from gimcli.data.preprocess import PreprocessInfo, check_values
+    from gimcli.data.preprocess import PreprocessInfo, check_scale, check_values, looks_like_counts
+
+    def check(lo, block):  # the in-memory path's value checks, chunk by chunk, naming cell and gene
+        where = f"{source} (cells {lo}-{lo + block.shape[0] - 1})"
+        names = {"obs_names": adata.obs_names[lo:lo + block.shape[0]], "var_names": adata.var_names}
+        check_values(block, where=where, **names)
+        check_scale(block, is_counts, where=where, **names)
 
     if hvg_flavor != "seurat":
         raise InputError(f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use seurat")
     n_obs, n_genes = X.shape
     first = next(row_chunks(X, chunk_nnz=max(detect_sample, 1)))[1]
-    vals = first.data[:detect_sample]
-    is_counts = bool(vals.size and np.all(vals == np.round(vals)) and vals.max() > 1)
+    is_counts = looks_like_counts(first)
     if counts_layer is not None and not is_counts:
         raise InputError(f"{source}: --counts-layer given but its values are not integer counts")
     keep = np.ones(n_genes, bool)
@@ -92,7 +97,7 @@ def preprocess_chunked(adata: ad.AnnData, X, *, source: str, counts_layer: str |
         s1 = np.zeros(n_genes)
         s2 = np.zeros(n_genes)
         for lo, block in row_chunks(X):
-            check_values(block, where=f"{source} (cells {lo}-{lo + block.shape[0] - 1})")
+            check(lo, block)
             e = _normalise(block, is_counts=is_counts, target_sum=target_sum)
             e = e.copy()
             e.data = np.expm1(e.data)  # seurat dispersions are on the expm1 scale
@@ -109,7 +114,7 @@ def preprocess_chunked(adata: ad.AnnData, X, *, source: str, counts_layer: str |
     parts = []
     for lo, block in row_chunks(X):
         if flavor is None:
-            check_values(block, where=f"{source} (cells {lo}-{lo + block.shape[0] - 1})")
+            check(lo, block)
         parts.append(_normalise(block, is_counts=is_counts, target_sum=target_sum)[:, cols].tocsr())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

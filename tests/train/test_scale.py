@@ -74,3 +74,16 @@ def test_backed_reading_gives_the_same_run(screen, reference):
     src, ann = ad.read_h5ad(screen), ad.read_h5ad(out / "annotated.h5ad")
     assert (src.X != ann.X).nnz == 0
     assert ann.obs["gim_context"].astype(str).ne("").all()
+
+
+def test_backed_reading_runs_the_same_value_checks(screen, gim, tmp_path):
+    """Counts mixed with a non-integer value are refused in chunks too, naming the cell and gene."""
+    a = ad.read_h5ad(screen)
+    X = a.X.toarray()
+    X[-1, 2] = 0.5  # far past the first chunk that decides "counts"
+    a.X = X
+    bad = tmp_path / "mixed.h5ad"
+    a.write_h5ad(bad)
+    for extra in ([], ["--backed"]):
+        rc, _, err = gim("train", bad, "--out", tmp_path / f"run{len(extra)}", *ARGS, *extra)
+        assert rc == 3 and "0.5" in err and repr(a.obs_names[-1]) in err, (extra, err)
