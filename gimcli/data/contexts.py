@@ -40,6 +40,27 @@ def parse_dose(value, n_components: int, *, column: str) -> list[float]:
     return nums
 
 
+def canonical_doses(pert: np.ndarray, raw: np.ndarray | None, *, control: str, dose_key: str | None,
+                    strict: bool = True) -> np.ndarray:
+    """The dose of each cell as contexts key it: '' for controls, one number per component of a
+    combination ('1' each without a dose column). Each (perturbation, dose) pair is parsed once;
+    with strict=False an unparseable dose gives None instead of an InputError."""
+    raw = np.full(len(pert), "1", dtype=object) if raw is None else raw
+    canon: dict[tuple, str | None] = {}
+    for p, d in set(zip(pert, raw, strict=True)):
+        if p == control:
+            canon[(p, d)] = ""
+            continue
+        try:
+            parts = parse_dose(d, len(split_components(p)), column=dose_key or "dose")
+            canon[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parts)
+        except InputError:
+            if strict:
+                raise
+            canon[(p, d)] = None
+    return np.array([canon[(p, d)] for p, d in zip(pert, raw, strict=True)], dtype=object)
+
+
 def dose_transform(dose: np.ndarray, scale: float) -> np.ndarray:
     """log10(1 + dose) / scale: doses of a screen span decades, effects follow log dose."""
     return np.log10(1.0 + np.asarray(dose, dtype=np.float64)) / scale
@@ -123,21 +144,8 @@ def build_contexts(
     else:
         cell_group = np.zeros(len(obs), dtype=np.int64)
 
-    # Canonical dose string per cell: controls have none; combinations one number per component.
-    comps_of = {c: split_components(c) for c in pert.unique()}
-    if doses is not None:
-        uniq = {}
-        for p, d in set(zip(pert.to_numpy(), doses.to_numpy(), strict=True)):
-            if p == control:
-                continue
-            uniq[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(comps_of[p]), column=dose_key))
-        dose_str = np.array(
-            ["" if p == control else uniq[(p, d)] for p, d in zip(pert.to_numpy(), doses.to_numpy(), strict=True)],
-            dtype=object,
-        )
-    else:
-        ones = {p: COMBO_SEP.join(["1"] * max(len(c), 1)) for p, c in comps_of.items()}
-        dose_str = np.array(["" if p == control else ones[p] for p in pert.to_numpy()], dtype=object)
+    dose_str = canonical_doses(pert.to_numpy(), None if doses is None else doses.to_numpy(),
+                               control=control, dose_key=dose_key)
 
     key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
     codes, uniques = pd.factorize(pd.MultiIndex.from_frame(key))

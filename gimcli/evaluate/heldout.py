@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from gimcli import _keys
 from gimcli.config import TrainConfig
-from gimcli.data.contexts import build_contexts, format_dose, parse_dose
+from gimcli.data.contexts import build_contexts, canonical_doses
 from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.data.io import atomic_path, write_text
 from gimcli.data.preprocess import transform_new
@@ -50,12 +50,8 @@ def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndar
     keys, cov_keys = run.meta["keys"], run.cov_keys
     pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
     raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else np.full(len(obs), "1", object)
-    canon = {}
-    for p, d in set(zip(pert, raw, strict=True)):
-        if p != keys["control"]:
-            canon[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(p)),
-                                                                              column=keys["dose_key"] or "dose"))
-    df = pd.DataFrame({"condition": pert, "dose": [canon.get((p, d), "") for p, d in zip(pert, raw, strict=True)]})
+    dose = canonical_doses(pert, raw, control=keys["control"], dose_key=keys["dose_key"])
+    df = pd.DataFrame({"condition": pert, "dose": dose})
     for k in cov_keys:
         if k not in obs.columns:
             raise InputError(f"covariate column {k!r} used in training is not in obs")

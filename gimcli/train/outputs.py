@@ -53,28 +53,17 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
 
 
 def cell_context_labels(obs: pd.DataFrame, run: GimRun, labels: list[str]) -> np.ndarray:
-    """The training-context label of every cell ('' if none), by table joins, not a cell loop."""
-    from gimcli.data.contexts import format_dose, parse_dose
-    from gimcli.data.features import COMBO_SEP, split_components
+    """The training-context label of every cell ('' if none), by a table join, not a cell loop."""
+    from gimcli.data.contexts import canonical_doses
 
     keys, cov_keys = run.meta["keys"], run.cov_keys
     pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
-    raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else np.full(len(obs), "1", object)
-    cells = pd.DataFrame({"condition": pert, "raw": raw})
+    raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else None
+    # a dose the model never saw (unparseable) simply gets no label
+    cells = pd.DataFrame({"condition": pert, "dose": canonical_doses(pert, raw, control=keys["control"],
+                                                                      dose_key=keys["dose_key"], strict=False)})
     for k in cov_keys:
         cells[k] = obs[k].astype(str).to_numpy()
-    pairs = cells[["condition", "raw"]].drop_duplicates()
-    canon = []
-    for p, d in pairs.itertuples(index=False):
-        if p == keys["control"]:
-            canon.append("")
-        else:
-            try:
-                canon.append(COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(p)), column=keys["dose_key"] or "dose")))
-            except Exception:  # a cell the model never saw; it simply gets no label
-                canon.append(None)
-    pairs = pairs.assign(dose=canon)
-    cells = cells.merge(pairs, on=["condition", "raw"], how="left")
     table = run.contexts.astype({"dose": str})[["condition", "dose", *cov_keys]].astype(str).assign(_label=labels)
     merged = cells.merge(table, on=["condition", "dose", *cov_keys], how="left")
     return merged["_label"].fillna("").to_numpy(dtype=object)
