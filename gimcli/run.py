@@ -146,7 +146,8 @@ class GimRun:
             tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str | torch.device = "cpu") -> GimRun:
+    def load(cls, run_dir: str | Path) -> GimRun:
+        """Load on the CPU: prediction and explanation are small dense algebra."""
         run_dir = Path(run_dir)
         meta_p, w_p = run_dir / _keys.MODEL_META, run_dir / _keys.MODEL_WEIGHTS
         for p in (meta_p, w_p):
@@ -180,7 +181,7 @@ class GimRun:
             module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
                                n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response)
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
-            run = cls(module=module.to(device, torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
+            run = cls(module=module.to("cpu", torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
                       posterior=t["posterior"].numpy() if "posterior" in t else None,
                       ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,

@@ -82,9 +82,8 @@ class Contexts:
     def n_contexts(self) -> int:
         return len(self.table)
 
-    def cov_onehot(self, groups: pd.DataFrame | None = None) -> np.ndarray:
-        g = self.groups if groups is None else groups
-        return covariate_onehot(g, self.cov_keys, self.cov_categories)
+    def cov_onehot(self) -> np.ndarray:
+        return covariate_onehot(self.groups, self.cov_keys, self.cov_categories)
 
 
 def covariate_onehot(groups: pd.DataFrame, keys: list[str], cats: dict[str, list[str]]) -> np.ndarray:

@@ -211,11 +211,11 @@ def evaluate(
         preds[name] = (np.stack(P), None)
 
     rows = []
+    ctrl_by_group: dict[tuple, np.ndarray] = {}  # the same control cells serve every context of a group
     for k in range(len(table)):
         rows_k = np.flatnonzero(cell_ctx == k)
         X_true = Xte[rows_k].toarray().astype(float)
         y, c = X_true.mean(0), ref.control(groups[k])
-        ctrl_cells = None
         base = {"scope": "context", "context": context_label(table.iloc[k], cov_keys),
                 **{col: table.iloc[k][col] for col in ["condition", "dose", *cov_keys]}, "n_cells": len(rows_k),
                 "combination": len(comps[k]) > 1}
@@ -225,9 +225,9 @@ def evaluate(
                 rows.append({**base, "method": name, **{m_: np.nan for m_ in M.METRICS}})
                 continue
             if cells is None:  # mean baselines: training controls shifted by the predicted change
-                if ctrl_cells is None:
-                    ctrl_cells = ref.control_cells(groups[k], max_cells=n_cells, seed=seed)
-                pc = ctrl_cells + (p - c)
+                if groups[k] not in ctrl_by_group:
+                    ctrl_by_group[groups[k]] = ref.control_cells(groups[k], max_cells=n_cells, seed=seed)
+                pc = ctrl_by_group[groups[k]] + (p - c)
             else:
                 pc = cells[k]
             rows.append({**base, "method": name, **M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k)})

@@ -238,12 +238,11 @@ def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> 
     """Exact posterior probability that each gene is a direct target, per training context."""
     total = data.split["val"][2] + data.split["train"][2]
     out = np.zeros((data.K, module.sem.d), np.float32)
-    order = np.arange(data.K)
     start = 0
     while start < data.K:
         cum = np.cumsum(total[start:])
         stop = start + max(1, int(np.searchsorted(cum, _POSTERIOR_CHUNK_CELLS, side="right")))
-        ids = order[start:stop]
+        ids = np.arange(start, stop)
         post, _ = module.posterior(data.all_cells(ids), target_cost=cfg.target_cost)
         out[ids] = post.cpu().numpy()
         start = stop
