@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.errors import InputError
 from gimcli.run import GimRun
 
@@ -15,26 +14,15 @@ from gimcli.run import GimRun
 def intervention_summary(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = None,
                          *, use_posterior: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per request: target probability (K,d), signed direct shift on targets (K,d), and total
-    effect A^{-1}(prob * shift) (K,d), all in standardised (control-sd) units.
+    effect A^{-1} E[u] (K,d), all in standardised units (pooled within-context sd).
 
-    For training contexts the probability is the exact posterior given their cells; otherwise the
-    network's prior pi(features)."""
-    comps = [split_components(c) for c in requests["condition"]]
-    doses = [[float(x) for x in str(d).split(COMBO_SEP)] for d in requests["dose"]]
-    cb = run.context_batch(comps, doses, requests, new_feats or {})
-    _, pi_any, u = run.module.predict_mean(cb)
-    shift = u / pi_any.clamp_min(1e-6)  # the shift a gene gets when it is a target
-    prob = pi_any.numpy()
-    if use_posterior and run.posterior is not None:
-        tc = run.contexts
-        keys = ["condition", "dose", *run.cov_keys]
-        index = {tuple(str(v) for v in r): i for i, r in enumerate(tc[keys].itertuples(index=False))}
-        for k, r in enumerate(requests[keys].itertuples(index=False)):
-            i = index.get(tuple(str(v) for v in r))
-            if i is not None:
-                prob[k] = run.posterior[i]
-    shift = shift.numpy()
-    total = run.module.sem.propagate(torch.from_numpy(prob * shift)).numpy()
+    Measured contexts (and components measured alone) use the exact posterior given their cells;
+    the rest the network's prior pi(features) (GimRun.interventions). E[u] includes the small
+    shifts of non-targets (the spike), which are not counted as targets."""
+    iv = run.interventions(requests, new_feats or {}, use_posterior=use_posterior)
+    prob = iv.prob_any
+    shift = (iv.prob * iv.shift).sum(1) / np.maximum(prob, 1e-6)  # the shift a gene gets when it is a target
+    total = run.module.sem.propagate(torch.from_numpy(iv.direct().astype(np.float32))).numpy()
     return prob, shift, total
 
 

@@ -132,25 +132,27 @@ def predict(
     *,
     n_cells: int = 100,
     seed: int = 0,
-    map_targets: bool = True,
+    map_targets: bool = False,
     noise: Literal["controls", "gaussian"] = "controls",
 ) -> ad.AnnData:
     """Sample `n_cells` per request from the model; layers hold each condition's mean and target
-    probability. Cells use the MAP targets (pi > 0.5) by default; the mean uses E[u] = pi * m.
+    probability. Cells and the mean use the expected direct shift E[u] (GimRun.interventions: the
+    posterior of measured contexts and components, else the network's prior); `map_targets` moves
+    cells by the MAP targets (prob > 0.5) instead.
 
     noise="controls" moves control cells of the training run (kept in model.pt) by the propagated
     intervention A^{-1}u; "gaussian" draws x = A^{-1}(b + u + eps) with the fitted Gaussian eps."""
     new_feats = new_feats or {}
     cov_keys = run.cov_keys
-    comps = [split_components(c) for c in requests["condition"]]
-    doses = [[float(x) for x in d.split(COMBO_SEP)] for d in requests["dose"]]
-    cb = run.context_batch(comps, doses, requests, new_feats)
+    iv = run.interventions(requests, new_feats)
     module = run.module.eval()
-    mean_std, pi_any, u_mean = module.predict_mean(cb)
-    u_cells = module.predict_mean(cb, map_targets=True)[2] if map_targets else u_mean
+    sem = module.sem
+    pi_any = iv.prob_any
+    mean_std = sem.mean(torch.from_numpy(iv.direct())).numpy()
+    u_cells = torch.from_numpy(iv.direct(map_targets=map_targets))
     g = run.group_index(requests)
     mu_g, sd_g = run.std_mean[g], run.std_sd[g]
-    mean_expr = mean_std.numpy() * sd_g + mu_g
+    mean_expr = mean_std * sd_g + mu_g
 
     K, d = mean_expr.shape
     reps = np.repeat(np.arange(K), n_cells)
@@ -160,11 +162,11 @@ def predict(
         rng = np.random.default_rng(seed)
         by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
         rows = np.concatenate([rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g])
-        shift = module.sem.propagate(u_cells).numpy() * sd_g
+        shift = sem.propagate(u_cells).numpy() * sd_g
         cells = run.ref_cells[rows] + shift[reps]
     else:
         gen = torch.Generator().manual_seed(seed)
-        x = module.sem.sample(u_cells[reps], generator=gen).numpy()
+        x = sem.sample(u_cells[reps], generator=gen).numpy()
         cells = x * sd_g[reps] + mu_g[reps]
     cells = np.clip(cells, 0, None).astype(np.float32)
 
@@ -181,17 +183,17 @@ def predict(
         obs[c] = obs[c].astype("category")
     out = ad.AnnData(X=sp.csr_matrix(cells), obs=obs, var=pd.DataFrame(index=run.genes))
     out.layers[_keys.LAYER_MEAN] = mean_expr[reps].astype(np.float32)
-    out.layers[_keys.LAYER_TARGET_PROB] = pi_any.numpy()[reps].astype(np.float32)
+    out.layers[_keys.LAYER_TARGET_PROB] = pi_any[reps].astype(np.float32)
     conds = requests.copy()
     conds["similarity"] = app["similarity"].to_numpy()
     conds["nearest_training"] = app["nearest"].to_numpy()
     conds["low_similarity"] = low.to_numpy()
-    conds["n_map_targets"] = (pi_any.numpy() > 0.5).sum(1)
+    conds["n_map_targets"] = (pi_any > 0.5).sum(1)
     conds.index = labels
     out.uns[_keys.UNS] = {
         "conditions": conds,
         "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
-        "target_prob": pd.DataFrame(pi_any.numpy(), index=labels, columns=run.genes),
+        "target_prob": pd.DataFrame(pi_any, index=labels, columns=run.genes),
         "params": {"n_cells": n_cells, "seed": seed, "map_targets": map_targets,
                    "noise": noise if run.ref_cells is not None else "gaussian"},
         "model": {"seed": run.meta["seed"], "input": run.meta.get("input", {}), "config": run.meta["config"]},

@@ -19,7 +19,7 @@ import torch
 from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_transform
-from gimcli.data.features import FeatureSpec
+from gimcli.data.features import COMBO_SEP, FeatureSpec, split_components
 from gimcli.data.io import atomic_path, file_sha256
 from gimcli.data.preprocess import PreprocessInfo
 from gimcli.errors import CheckpointMismatch, ModelError
@@ -55,6 +55,8 @@ class GimRun:
     std_mean: np.ndarray  # (G, d) control mean per covariate group
     std_sd: np.ndarray  # (G, d)
     posterior: np.ndarray | None = None  # (K, d) posterior target probability per training context
+    posterior_shift: np.ndarray | None = None  # (K, d) posterior mean shift u of a gene if targeted (standardised)
+    posterior_spike: np.ndarray | None = None  # (K, d) ... if not targeted
     ref_cells: np.ndarray | None = None  # (n, d) log-normalised control cells (counterfactual predictions)
     ref_group: np.ndarray | None = None  # (n,) covariate group of each reference cell
 
@@ -125,6 +127,54 @@ class GimRun:
         cov = covariate_onehot(cov_values, self.cov_keys, self.meta["covariates"]["categories"])
         return context_batch(feats, idx, dose_transform(dz, self.meta["dose_scale"]), cov, comp_gene)
 
+    @torch.no_grad()
+    def interventions(self, requests: pd.DataFrame, new_features: dict[str, np.ndarray] | None = None,
+                      *, use_posterior: bool = True) -> Interventions:
+        """Per request (condition, dose, <covariates>) and component: target probability and shift.
+
+        A request that is a training context takes that context's exact posterior; otherwise each
+        component measured alone in training at the same dose and covariate group takes the posterior
+        of that single context (a component's intervention is shared by every context it is in), and
+        the rest take the network's prior pi(features), m(features)."""
+        comps = [split_components(c) for c in requests["condition"]]
+        doses = [[float(x) for x in str(d).split(COMBO_SEP)] for d in requests["dose"]]
+        cb = self.context_batch(comps, doses, requests, new_features)
+        logits, shifts = self.module.interventions(cb)
+        prob = (torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)).numpy().copy()
+        shift = shifts.numpy().copy()
+        spike = np.zeros_like(shift)
+        if use_posterior and self.posterior is not None and self.posterior_shift is not None:
+            whole, single = self._posterior_index()
+            for k, (cl, dl) in enumerate(zip(comps, doses, strict=True)):
+                covs = tuple(str(requests.iloc[k][c]) for c in self.cov_keys)
+                i = whole.get((tuple(cl), tuple(np.round(dl, 9)), covs))
+                if i is not None and len(cl) > 1:  # a measured combination: its own posterior on component 0
+                    prob[k], shift[k] = 0.0, 0.0
+                    prob[k, 0], shift[k, 0], spike[k, 0] = self._posterior_of(i)
+                    continue
+                for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                    i = single.get((name, round(dz, 9), covs))
+                    if i is not None:
+                        prob[k, c], shift[k, c], spike[k, c] = self._posterior_of(i)
+        return Interventions(prob=prob, shift=shift, spike=spike)
+
+    def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0
+        return self.posterior[i], self.posterior_shift[i], spike
+
+    def _posterior_index(self) -> tuple[dict, dict]:
+        whole, single = {}, {}
+        for i, r in self.contexts.iterrows():
+            if r["is_control"]:
+                continue
+            cl = split_components(str(r["condition"]))
+            dl = tuple(np.round([float(x) for x in str(r["dose"]).split(COMBO_SEP)], 9))
+            covs = tuple(str(r[c]) for c in self.cov_keys)
+            whole[(tuple(cl), dl, covs)] = i
+            if len(cl) == 1:
+                single[(cl[0], dl[0], covs)] = i
+        return whole, single
+
     # -- persistence -------------------------------------------------------------------------
     def save(self, out: str | Path) -> None:
         out = Path(out)
@@ -135,6 +185,9 @@ class GimRun:
         tensors["std_sd"] = torch.from_numpy(self.std_sd)
         if self.posterior is not None:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
+        for name in ("posterior_shift", "posterior_spike"):
+            if getattr(self, name) is not None:
+                tensors[name] = torch.from_numpy(np.asarray(getattr(self, name), np.float32))
         if self.ref_cells is not None:
             tensors["ref_cells"] = torch.from_numpy(np.asarray(self.ref_cells, np.float32))
             tensors["ref_group"] = torch.from_numpy(np.asarray(self.ref_group, np.int64))
@@ -179,16 +232,38 @@ class GimRun:
             cfg = TrainConfig.from_dict(meta["config"])
             d = len(meta["preprocess"]["genes"])
             module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
-                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response)
+                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response,
+                               shift_sd=cfg.shift_sd, spike_sd=cfg.spike_sd)
             module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
             run = cls(module=module.to("cpu", torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
                       std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
                       posterior=t["posterior"].numpy() if "posterior" in t else None,
+                      posterior_shift=t["posterior_shift"].numpy() if "posterior_shift" in t else None,
+                      posterior_spike=t["posterior_spike"].numpy() if "posterior_spike" in t else None,
                       ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,
                       ref_group=t["ref_group"].numpy() if "ref_group" in t else None)
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
         return run
+
+
+@dataclass
+class Interventions:
+    """Per request and component (K,C,d): target probability, and shift if targeted and if not
+    (the spike; 0 for the network's prior), in standardised units."""
+
+    prob: np.ndarray
+    shift: np.ndarray
+    spike: np.ndarray
+
+    @property
+    def prob_any(self) -> np.ndarray:
+        return 1 - np.prod(1 - self.prob, axis=1)
+
+    def direct(self, *, map_targets: bool = False) -> np.ndarray:
+        """(K,d) the direct shift u, expected (E[u]) or with the MAP targets (prob > 0.5)."""
+        z = (self.prob > 0.5).astype(np.float32) if map_targets else self.prob
+        return (z * self.shift + (1 - z) * self.spike).sum(1).astype(np.float32)
 
 
 def weights_only_reason(e: BaseException) -> str:

@@ -30,8 +30,8 @@ def predict(
     doses: str | None = typer.Option(None, help="Comma list of doses to predict each perturbation at."),
     covariate: list[str] | None = typer.Option(None, help="KEY=VALUE (repeatable); default: every training group."),
     n_cells: int = typer.Option(100, help="Cells sampled per predicted condition."),
-    expected_targets: bool = typer.Option(False, "--expected-targets",
-                                          help="Sample cells with E[u] = pi*m instead of the MAP targets (pi > 0.5)."),
+    map_targets: bool = typer.Option(False, "--map-targets",
+                                     help="Move cells by the MAP targets (prob > 0.5) instead of the expected shift E[u]."),
     noise: str = typer.Option("controls", help="controls: move training control cells by the predicted effect "
                                                "(the SEM counterfactual) | gaussian: sample the fitted noise."),
     seed: int = typer.Option(0, help="Seed for sampling cells."),
@@ -59,7 +59,7 @@ def predict(
     req, new = build_requests(run, features=feats, conditions=split_list(conditions),
                               doses=parse_floats(doses, option="--doses"),
                               covariates=parse_kv(covariate, option="--covariate"))
-    pred = predict_cells(run, req, new, n_cells=n_cells, seed=seed, map_targets=not expected_targets,
+    pred = predict_cells(run, req, new, n_cells=n_cells, seed=seed, map_targets=map_targets,
                          noise=noise)
     pred.uns["gim"]["provenance"] = provenance(seed=seed, inputs={
         "model": run_dir / _keys.MODEL_WEIGHTS, "model_meta": run_dir / _keys.MODEL_META, "features": features})

@@ -33,8 +33,13 @@ def train(
     n_top_genes: int = typer.Option(_D.n_top_genes, help="Highly variable genes to model (all if fewer)."),
     steps: int = typer.Option(_D.steps, help="Optimisation steps."),
     lr: float = typer.Option(_D.lr, help="Adam learning rate."),
+    weight_decay: float = typer.Option(_D.weight_decay, help="Decoupled weight decay of the network's weight matrices."),
     target_cost: float = typer.Option(_D.target_cost, help="Cost in nats of each used direct target."),
     l1_graph: float = typer.Option(_D.l1_graph, help="L1 penalty on the causal graph B."),
+    shift_sd: float = typer.Option(_D.shift_sd, help="sd of a target's shift around the network's (standardised "
+                                   "units); negative: learned per gene from |value|; 0: the shift is exactly m."),
+    spike_sd: float = typer.Option(_D.spike_sd, help="sd of a non-target's shift; negative: learned per gene from "
+                                   "|value|; 0: non-targets do not move."),
     objective: str = typer.Option(_D.objective, help="schedule (relaxed, then exact) | exact | relaxed."),
     fix_graph: bool = typer.Option(False, "--fix-graph", help="Ablation: no causal model (B = 0)."),
     batch_contexts: int = typer.Option(_D.batch_contexts, help="Contexts per step."),
@@ -91,7 +96,8 @@ def train(
         raise InputError(f"{drug_features}: missing column 'smiles'")
     holdout = _holdout(holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key)
     setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
-    cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, target_cost=target_cost, l1_graph=l1_graph,
+    cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, weight_decay=weight_decay, target_cost=target_cost,
+                      l1_graph=l1_graph, shift_sd=shift_sd, spike_sd=spike_sd,
                       objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
                       max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed,
                       precision=precision, batching=batching)

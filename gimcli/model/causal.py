@@ -12,6 +12,10 @@ import torch
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
+# Floor of the noise sd (standardised units, where the pooled within-context sd is 1): a gene constant
+# in every context (a forced-in gene never detected) would otherwise let sigma -> 0 and the
+# likelihood -> +inf.
+LOG_SIGMA_MIN = math.log(1e-2)
 
 
 class LinearSEM(nn.Module):
@@ -23,6 +27,10 @@ class LinearSEM(nn.Module):
         self.b = nn.Parameter(torch.zeros(d))
         self.log_sigma = nn.Parameter(torch.zeros(d))
         self.register_buffer("offdiag", 1.0 - torch.eye(d))
+
+    def log_sd(self) -> torch.Tensor:
+        """log sigma per gene, floored (LOG_SIGMA_MIN)."""
+        return self.log_sigma.clamp_min(LOG_SIGMA_MIN)
 
     def weights(self) -> torch.Tensor:
         """B with its diagonal held at zero (no self-loops)."""
@@ -49,7 +57,7 @@ class LinearSEM(nn.Module):
     def sample(self, u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Cells x = A^{-1}(b + u + eps), one row of u per cell."""
         eps = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
-        return self.mean(u + eps * self.log_sigma.exp())
+        return self.mean(u + eps * self.log_sd().exp())
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

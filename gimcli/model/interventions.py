@@ -13,6 +13,8 @@ interpolated along a monotone curve rather than by an MLP of dose (bench/RESULTS
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,8 +29,16 @@ _INIT_SLOPE = 6.0
 
 class InterventionNet(nn.Module):
     def __init__(self, n_features: int, n_cov: int, d: int, *, hidden: int = 128, n_layers: int = 2,
-                 dose_response: str = "mlp"):
+                 dose_response: str = "mlp", shift_sd: float = 1.0, spike_sd: float = 0.0):
         super().__init__()
+        # sds of a context's shift around the network's m on targets (tau) and around 0 on
+        # non-targets (spike), integrated out (gimcli.model.objective): > 0 fixed, < 0 learned per
+        # gene (starting at |sd|), 0 exact
+        for name, sd in (("log_tau", shift_sd), ("log_spike", spike_sd)):
+            if sd > 0:
+                self.register_buffer(name, torch.full((d,), math.log(sd)))
+            else:
+                setattr(self, name, nn.Parameter(torch.full((d,), math.log(-sd))) if sd < 0 else None)
         self.hill = dose_response == "hill"
         layers: list[nn.Module] = []
         width = n_features + n_cov + (0 if self.hill else 1)

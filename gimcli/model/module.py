@@ -10,7 +10,7 @@ from torch import nn
 
 from gimcli.model.causal import LinearSEM
 from gimcli.model.interventions import InterventionNet
-from gimcli.model.objective import exact_marginal, relaxed_loglik, sufficient_stats
+from gimcli.model.objective import Marginal, exact_marginal, relaxed_loglik, sufficient_stats
 from gimcli.model.precision import matmul_precision
 
 
@@ -53,10 +53,12 @@ class LossOutput:
 
 class GIMModule(nn.Module):
     def __init__(self, d: int, n_features: int, n_cov: int, *, hidden: int = 128, n_layers: int = 2, fix_graph: bool = False,
-                 dose_response: str = "mlp"):
+                 dose_response: str = "mlp", shift_sd: float = 1.0,
+                 spike_sd: float = -0.3):
         super().__init__()
         self.sem = LinearSEM(d, fix_graph=fix_graph)
-        self.net = InterventionNet(n_features, n_cov, d, hidden=hidden, n_layers=n_layers, dose_response=dose_response)
+        self.net = InterventionNet(n_features, n_cov, d, hidden=hidden, n_layers=n_layers, dose_response=dose_response,
+                                   shift_sd=shift_sd, spike_sd=spike_sd)
 
     def interventions(self, c: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(c.feats, c.dose_t, c.cov, c.comp_gene)
@@ -73,23 +75,24 @@ class GIMModule(nn.Module):
     ) -> LossOutput:
         S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
-        ls = self.sem.log_sigma
+        ls, lt, lsp = self.sem.log_sd(), self.net.log_tau, self.net.log_spike
         if mode == "exact":
-            ll = exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost)[0]
+            ll = exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, lt, lsp).log_marginal
         else:
-            ll = relaxed_loglik(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, temperature, generator)
+            ll = relaxed_loglik(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, temperature, generator,
+                                lt, lsp)
         n_tot = n.sum()
         nll = -(n_tot * self.sem.logdet() + ll.sum()) / n_tot
         l1 = self.sem.weights().abs().sum()
         return LossOutput(loss=nll + l1_graph * l1, nll=nll.detach(), l1=l1.detach())
 
     @torch.no_grad()
-    def posterior(self, batch: CellBatch, *, target_cost: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact posterior target probability per context (K,d) and per component (K,C,d)."""
+    def posterior(self, batch: CellBatch, *, target_cost: float) -> Marginal:
+        """Exact posterior of each context's interventions given its cells."""
         S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
-        _, post_c, post_any = exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, self.sem.log_sigma, target_cost)
-        return post_any, post_c
+        return exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, self.sem.log_sd(), target_cost,
+                              self.net.log_tau, self.net.log_spike)
 
     @torch.no_grad()
     def predict_mean(self, c: ContextBatch, *, map_targets: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

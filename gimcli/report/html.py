@@ -80,7 +80,7 @@ def build_report(run_dir: str | Path) -> str:
 
     edges = graph_table(run, top=25)
     parts.append(_section("Strongest learned causal edges", _table(edges) +
-                          '<p class="note">weight = B[target, source] in control-standardised units.</p>'))
+                          '<p class="note">weight = B[target, source] in standardised units (pooled within-context sd).</p>'))
 
     ev_csv = run_dir / _keys.EVAL_CSV
     ev_json = run_dir / _keys.EVAL_JSON

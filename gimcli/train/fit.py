@@ -140,7 +140,7 @@ def train(
     cell_ctx = ctx.cell_context
     cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
     is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]
-    mean, sd = control_standardisation(X, cell_group, is_ctrl_cell, len(ctx.groups))
+    mean, sd = control_standardisation(X, cell_group, is_ctrl_cell, len(ctx.groups), cell_ctx)
     ref_rows = reference_controls(cell_group, is_ctrl_cell, len(ctx.groups), seed=cfg.seed)
     ref_cells = X[ref_rows].toarray().astype(np.float32)
 
@@ -157,7 +157,8 @@ def train(
 
     def new_module() -> GIMModule:
         return GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
-                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response).to(dev, torch.float32)  # whatever the default dtype
+                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response,
+                         shift_sd=cfg.shift_sd, spike_sd=cfg.spike_sd).to(dev, torch.float32)  # whatever the default dtype
 
     best: tuple[float, GIMModule, History] | None = None
     if checkpoint is not None and (prior := checkpoint.prior_best()) is not None:
@@ -178,7 +179,7 @@ def train(
     if ddp:
         ddp.close()
     module.eval()
-    posterior = training_posterior(module, tdata, cfg)
+    posterior, posterior_shift, posterior_spike = training_posterior(module, tdata, cfg)
 
     meta = {
         "format_version": MODEL_FORMAT_VERSION,
@@ -208,7 +209,8 @@ def train(
         "history": hist.rows,
     }
     run = GimRun(module=module.cpu(), meta=meta, comp_feats=comp_feats, std_mean=mean, std_sd=sd, posterior=posterior,
-                 ref_cells=ref_cells, ref_group=cell_group[ref_rows].astype(np.int64))
+                 posterior_shift=posterior_shift,
+                 posterior_spike=posterior_spike, ref_cells=ref_cells, ref_group=cell_group[ref_rows].astype(np.int64))
     return run, hist
 
 
@@ -234,19 +236,24 @@ def _jsonable_table(t: pd.DataFrame) -> list[dict]:
 
 
 @torch.no_grad()
-def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> np.ndarray:
-    """Exact posterior probability that each gene is a direct target, per training context."""
+def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per training context and gene: the exact posterior probability that it is a direct target,
+    and the posterior mean of its direct shift u if targeted and if not (standardised units)."""
     total = data.split["val"][2] + data.split["train"][2]
     out = np.zeros((data.K, module.sem.d), np.float32)
+    shift = np.zeros((data.K, module.sem.d), np.float32)
+    spike = np.zeros((data.K, module.sem.d), np.float32)
     start = 0
     while start < data.K:
         cum = np.cumsum(total[start:])
         stop = start + max(1, int(np.searchsorted(cum, _POSTERIOR_CHUNK_CELLS, side="right")))
         ids = np.arange(start, stop)
-        post, _ = module.posterior(data.all_cells(ids), target_cost=cfg.target_cost)
-        out[ids] = post.cpu().numpy()
+        m = module.posterior(data.all_cells(ids), target_cost=cfg.target_cost)
+        out[ids] = m.post_any.cpu().numpy()
+        shift[ids] = (m.u_target / m.post_any.clamp_min(1e-6)).cpu().numpy()
+        spike[ids] = m.u_null.cpu().numpy()
         start = stop
-    return out
+    return out, shift, spike
 
 
 

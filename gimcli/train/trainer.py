@@ -48,6 +48,15 @@ def validation_nll(module: GIMModule, data: TrainData, cfg: TrainConfig, rng: np
     return float(out.nll)
 
 
+def optimizer(module: GIMModule, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; the network's weight matrices (not its biases, nor the SEM) get decoupled weight decay."""
+    decay = [p for n, p in module.net.named_parameters() if p.requires_grad and p.ndim == 2]
+    ids = {id(p) for p in decay}
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+
+
 def fit(
     module: GIMModule,
     data: TrainData,
@@ -68,7 +77,7 @@ def fit(
     rng = np.random.default_rng(seed)
     val_rng_seed = seed + 7919
     gen = torch.Generator(device=data.device).manual_seed(seed)
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=cfg.lr)
+    opt = optimizer(module, cfg)
     hist = History()
     best_state = None
     bad_evals = 0

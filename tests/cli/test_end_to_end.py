@@ -151,8 +151,7 @@ def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(traine
     assert run.ref_cells is not None and run.ref_cells.shape[1] == len(run.genes)
     req, new = build_requests(run, conditions=[run.meta["components"][0]], doses=[1000.0], covariates={"cell_line": "line0"})
     pred = predict(run, req, new, n_cells=20, seed=1)
-    cb = run.context_batch([[run.meta["components"][0]]], [[1000.0]], req)
-    _, _, u = run.module.predict_mean(cb, map_targets=True)
+    u = torch.from_numpy(run.interventions(req, new).direct())
     g = run.group_index(req)[0]
     shift = run.module.sem.propagate(u).detach().numpy()[0] * run.std_sd[g]
     cells = pred.X.toarray()

@@ -50,17 +50,24 @@ def test_gene_loglik_matches_sum_of_normal_logpdfs():
             assert abs(float(got[k, j]) - want) < 1e-9
 
 
-def test_exact_marginal_equals_brute_force_enumeration():
-    """Sum over every joint assignment of component targets z_cj, per context and gene."""
+@pytest.mark.parametrize("tau,spike", [(None, None), (0.8, None), (0.8, 0.3)])
+def test_exact_marginal_equals_brute_force_enumeration(tau, spike):
+    """Sum over every joint assignment of component targets z_cj, per context and gene; with shift
+    sds, each context's n cells are jointly N(mu 1, sigma^2 I + v 1 1^T), v = spike^2 + |z| tau^2,
+    and the posterior mean shift is the Gaussian conditional mean."""
     r, ctx, logits, shifts, mask, log_sigma = _tiny_problem()
     cost = 0.7
+    lt = None if tau is None else torch.full((3,), math.log(tau))
+    ls = None if spike is None else torch.full((3,), math.log(spike))
     S1, S2, n = sufficient_stats(r, ctx, 3)
-    lm, post_c, post_any = exact_marginal(S1, S2, n, logits, shifts, mask, log_sigma, cost)
+    got = exact_marginal(S1, S2, n, logits, shifts, mask, log_sigma, cost, lt, ls)
     for k in range(3):
         comps = [c for c in range(2) if mask[k, c]]
         for j in range(3):
             s = math.exp(float(log_sigma[j]))
-            total, any_mass, comp_mass = 0.0, 0.0, [0.0, 0.0]
+            x = r[ctx == k, j]
+            ones = torch.ones(len(x))
+            total, any_mass, comp_mass, u_target, u_null = 0.0, 0.0, [0.0, 0.0], 0.0, 0.0
             for z in itertools.product([0, 1], repeat=len(comps)):
                 p = 1.0
                 mu = 0.0
@@ -68,27 +75,35 @@ def test_exact_marginal_equals_brute_force_enumeration():
                     pi = float(torch.sigmoid(logits[k, c, j]))
                     p *= pi if zc else 1 - pi
                     mu += zc * float(shifts[k, c, j])
-                like = math.prod(math.exp(_normal_logpdf(float(r[i, j]), mu, s)) for i in range(len(r)) if ctx[i] == k)
+                v = (spike or 0.0) ** 2 + sum(z) * (tau or 0.0) ** 2
+                cov = s * s * torch.eye(len(x)) + v * torch.outer(ones, ones)
+                like = math.exp(torch.distributions.MultivariateNormal(mu * ones, cov).log_prob(x))
+                u_mean = mu + float(v * ones @ torch.linalg.solve(cov, x - mu * ones))  # E[u | z, cells]
                 w = p * like * math.exp(-cost * sum(z))
                 total += w
                 if any(z):
                     any_mass += w
+                    u_target += w * u_mean
+                else:
+                    u_null = u_mean
                 for c, zc in zip(comps, z, strict=True):
                     if zc:
                         comp_mass[c] += w
-            assert abs(float(lm[k, j]) - math.log(total)) < 1e-8
-            assert abs(float(post_any[k, j]) - any_mass / total) < 1e-8
+            assert abs(float(got.log_marginal[k, j]) - math.log(total)) < 1e-8
+            assert abs(float(got.post_any[k, j]) - any_mass / total) < 1e-8
+            assert abs(float(got.u_target[k, j]) - u_target / total) < 1e-8
+            assert abs(float(got.u_null[k, j]) - u_null) < 1e-8
             for c in comps:
-                assert abs(float(post_c[k, c, j]) - comp_mass[c] / total) < 1e-8
+                assert abs(float(got.post_component[k, c, j]) - comp_mass[c] / total) < 1e-8
 
 
 def test_control_context_has_no_intervention():
     r, ctx, logits, shifts, mask, log_sigma = _tiny_problem()
     S1, S2, n = sufficient_stats(r, ctx, 3)
-    lm, _, post_any = exact_marginal(S1, S2, n, logits, shifts, mask, log_sigma, 0.0)
+    got = exact_marginal(S1, S2, n, logits, shifts, mask, log_sigma, 0.0, torch.zeros(3))
     want = gene_loglik(S1[2], S2[2], n[2], torch.zeros(3), log_sigma)
-    assert torch.allclose(lm[2], want)
-    assert torch.all(post_any[2] < 1e-6)
+    assert torch.allclose(got.log_marginal[2], want)
+    assert torch.all(got.post_any[2] < 1e-6)
 
 
 def test_sem_likelihood_is_a_normalised_density():

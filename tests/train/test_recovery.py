@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from gimcli.config import TrainConfig
 from gimcli.evaluate.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
@@ -26,8 +28,38 @@ def test_recovers_direct_targets_and_graph_on_20_genes(fitted20):
     graph = graph_recovery(run, truth["B"], adata.var_names.tolist())
     print(f"20-gene recovery: target AUROC {tgt['auroc']:.3f} AUPRC {tgt['auprc']:.3f}; "
           f"graph AUROC {graph['auroc']:.3f} AUPRC {graph['auprc']:.3f}")
-    assert tgt["auroc"] >= 0.9
-    assert graph["auroc"] >= 0.9
+    # measured 0.988 / 0.898 and graph 0.998 (hierarchical shifts with a spike; 0.946 / 0.831 and
+    # 0.983 before them)
+    assert tgt["auroc"] >= 0.95 and tgt["auprc"] >= 0.8
+    assert graph["auroc"] >= 0.95
+
+
+def test_measured_singles_are_predicted_from_their_posterior(fitted20):
+    """A measured context's predicted mean is its posterior predictive (close to its cells' mean,
+    closer than the network's prior alone), and a combination of measured singles adds their
+    posterior effects (shifts add through the linear SEM)."""
+    from gimcli.predict import predict
+
+    adata, run, _ = fitted20
+    tc = run.contexts[~run.contexts["is_control"].astype(bool)].iloc[:12]
+    X = adata.X.toarray()
+    obs = adata.obs.astype(str)
+    emp = np.stack([X[((obs["condition"] == r.condition) & (obs["dose"] == r.dose)).to_numpy()].mean(0) for r in tc.itertuples()])
+    req = tc[["condition", "dose"]].astype(str).reset_index(drop=True)
+    post = predict(run, req, n_cells=2).uns["gim"]["mean"].to_numpy()
+    mse_post = float(np.mean((post - emp) ** 2))
+    with torch.no_grad():
+        u_prior = torch.from_numpy(run.interventions(req, use_posterior=False).direct())
+        prior = run.module.sem.mean(u_prior).numpy() * run.std_sd[0] + run.std_mean[0]
+        ctrl = run.module.sem.mean(torch.zeros(1, len(run.genes))).numpy()[0] * run.std_sd[0] + run.std_mean[0]
+    mse_prior = float(np.mean((prior - emp) ** 2))
+    print(f"measured contexts: MSE of the posterior predictive {mse_post:.5f}, of the prior {mse_prior:.5f}")
+    # measured 0.00075 vs 0.00127; the sampling noise of a 60-cell mean alone is ~0.0007 here
+    assert mse_post < 0.0015 and mse_post < 0.75 * mse_prior
+    a, b, dose = req["condition"][0], req["condition"][3], req["dose"][0]
+    pair = pd.DataFrame({"condition": [a, b, f"{a}+{b}"], "dose": [dose, dose, f"{dose}+{dose}"]})
+    m = predict(run, pair, n_cells=2).uns["gim"]["mean"].to_numpy()
+    np.testing.assert_allclose(m[2] - ctrl, (m[0] - ctrl) + (m[1] - ctrl), atol=1e-4)
 
 
 def test_direct_targets_beat_largest_mean_shift(fitted20):

@@ -57,7 +57,7 @@ def test_torchrun_two_processes_match_one(screen, reference):
     assert sorted(f.name for f in out.iterdir()) == sorted(f.name for f in reference.iterdir())
     a, b = _weights(reference), _weights(out)
     assert float((a["module.sem.B"] - b["module.sem.B"]).abs().max()) < 0.02
-    assert float((a["module.sem.B"]).abs().max()) > 0.2  # a graph was learned, not two zeros compared
+    assert float((a["module.sem.B"]).abs().max()) > 0.1  # a graph was learned, not two zeros compared
     assert np.nanmax(np.abs(_posterior(reference) - _posterior(out))) < 0.02
 
 
