@@ -36,11 +36,13 @@ def fit_and_score(adata, mask: np.ndarray, *, cfg: TrainConfig, **keys):
 
 
 def by_kind(per: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Mean of each metric per (kind of held-out context, method); `kinds` maps context label -> kind."""
+    """Mean of each metric per (kind of held-out context, method); `kinds` maps context label -> kind.
+    The per-context rows ride along in `.attrs["per"]` for the verdicts' paired comparisons."""
     per = per.assign(kind=per["context"].map(kinds))
     per = per[per["kind"].notna()]
     out = per.groupby(["kind", "method"], sort=False)[list(SHOWN)].mean()
     out["n_contexts"] = per.groupby(["kind", "method"], sort=False)["r2_mean"].count()
+    out.attrs["per"] = per
     return out
 
 
@@ -61,16 +63,19 @@ def md_table(df: pd.DataFrame, cols: list[str], index_name: str) -> str:
 def kind_tables(tab: pd.DataFrame) -> str:
     """One markdown table per kind: methods x metrics, best baseline marked, GIM verdict."""
     parts = []
+    per = tab.attrs.get("per")
     for kind in tab.index.get_level_values(0).unique():
         t = tab.loc[kind]
         t = t.loc[[m for m in ORDER if m in t.index]]
         parts.append(f"**{kind}** ({int(t['n_contexts'].max())} contexts)\n\n" + md_table(t, list(SHOWN), "method"))
-        parts.append(verdict(t))
+        parts.append(verdict(t, None if per is None else per[per["kind"] == kind]))
     return "\n\n".join(parts)
 
 
-def verdict(t: pd.DataFrame) -> str:
-    """Does GIM at least match the best baseline on mean R² and energy distance?"""
+def verdict(t: pd.DataFrame, per: pd.DataFrame | None = None) -> str:
+    """Does GIM at least match the best baseline on mean R² and energy distance? With the
+    per-context rows, the difference GIM - best is given with its paired standard error over
+    contexts, and a shortfall smaller than one SE is called a tie rather than a loss."""
     out = []
     for m in ("r2_mean", "energy_distance"):
         base = t.drop(index="gim")[m].dropna()
@@ -78,8 +83,19 @@ def verdict(t: pd.DataFrame) -> str:
             continue
         best = base.idxmax() if HIGHER_IS_BETTER[m] else base.idxmin()
         g = t.loc["gim", m]
-        ok = g >= base[best] if HIGHER_IS_BETTER[m] else g <= base[best]
-        out.append(f"{m}: GIM {g:.3f} vs best baseline {best} {base[best]:.3f} -> {'GIM matches or wins' if ok else 'GIM LOSES'}")
+        sign = 1.0 if HIGHER_IS_BETTER[m] else -1.0
+        better = sign * (g - base[best])  # > 0: GIM better
+        se, detail = np.nan, ""
+        if per is not None:
+            wide = per.pivot_table(index="context", columns="method", values=m)
+            if {"gim", best} <= set(wide.columns):
+                diff = (sign * (wide["gim"] - wide[best])).dropna()
+                if len(diff) > 1:
+                    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+                    detail = f" (GIM better by {better:+.4f} ± {se:.4f} SE over {len(diff)} contexts)"
+        word = ("GIM matches or wins" if better >= 0 else
+                "tie: GIM short by less than 1 SE" if np.isfinite(se) and -better < se else "GIM LOSES")
+        out.append(f"{m}: GIM {g:.3f} vs best baseline {best} {base[best]:.3f}{detail} -> {word}")
     return "; ".join(out)
 
 

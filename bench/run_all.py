@@ -1,7 +1,8 @@
-"""Run every benchmark with fixed seeds and write bench/RESULTS.md (+ bench/results.json).
+"""Run every benchmark with fixed seeds and write bench/RESULTS.md (+ bench/RESULTS.json).
 
     python bench/run_all.py            # all four benchmarks (~30 min on 2 CPU cores)
     python bench/run_all.py --only sim,datlinger
+    python bench/run_all.py --only sim --set spike_sd=0 --out /tmp/R.md   # an ablation
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ TITLES = {"sim": "1. Simulated screens: unseen drugs, doses and combinations; ta
           "sciplex": "4. sci-Plex-shaped simulation with the real sci-Plex compounds and doses"}
 
 
-def write(results: dict, out: str, total: float, done: bool, note: str = "") -> None:
+def write(results: dict, out: str, total: float, done: bool, note: str = "", cfgs: dict | None = None,
+          sets: list[str] | None = None) -> None:
     import torch
 
     head = ["# gim benchmarks", "",
             f"Produced by `python bench/run_all.py` (or `make bench`); fixed seeds. Total wall time {total / 60:.1f} min "
             + ("" if done else "PARTIAL (not every benchmark has run yet) ")
             + f"on {platform.machine()} CPU, torch threads per process {_common.THREADS}, "
-            f"torch {torch.__version__}. {note}", "",
+            f"torch {torch.__version__}. {note}"
+            + (f" TrainConfig overrides in every benchmark: {sets}." if sets else ""), "",
             "Metrics (gimcli/evaluate/metrics.py): r2_mean = sklearn r2_score over genes of the held-out context's "
             "mean expression (log-normalised); r2_top20_de = the same on its 20 genes of largest |true change|; "
             "pearson_delta = Pearson of predicted vs true change against control; mse; energy_distance (Euclidean, "
@@ -51,13 +54,26 @@ def write(results: dict, out: str, total: float, done: bool, note: str = "") -> 
             "with B = 0).", ""]
     body = []
     for name, r in results.items():
-        cfg = BENCH_CFG[name]
+        cfg = (cfgs or BENCH_CFG)[name]
         body += [f"## {TITLES[name]}", "", f"Wall time: {r['bench_wall_s']:.0f} s (training steps {cfg.steps}, "
                  f"n_top_genes {cfg.n_top_genes}, target_cost {cfg.target_cost}, l1_graph {cfg.l1_graph}; "
                  "other TrainConfig values at their defaults).", "", r["markdown"], ""]
     Path(out).write_text("\n".join(head + body))
-    (HERE / "results.json").write_text(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "markdown"}
+    Path(out).with_suffix(".json").write_text(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "markdown"}
                                                    for k, v in results.items()}, indent=1, default=str))
+
+
+def overrides(items: list[str]) -> dict:
+    """KEY=VALUE strings -> TrainConfig fields, each value parsed as the field's default type."""
+    defaults = TrainConfig().to_dict()
+    out = {}
+    for it in items:
+        key, _, value = it.partition("=")
+        if key not in defaults:
+            raise SystemExit(f"--set {it}: no TrainConfig field {key!r}")
+        kind = type(defaults[key])
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
 
 
 def main(argv=None) -> int:
@@ -65,7 +81,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="sim,sim_cost2,norman,datlinger,sciplex")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--note", default="", help="A sentence on the machine (e.g. whether it was shared).")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="Override a TrainConfig field in every benchmark (repeatable), e.g. spike_sd=0.")
     args = ap.parse_args(argv)
+    cfgs = {k: v.replace(**overrides(args.set)) for k, v in BENCH_CFG.items()}
     _common.setup()
     import importlib
     import logging
@@ -75,12 +94,12 @@ def main(argv=None) -> int:
     for name in args.only.split(","):
         mod = importlib.import_module(f"bench.{MODULE[name]}")
         t0 = time.perf_counter()
-        results[name] = mod.run(BENCH_CFG[name])
+        results[name] = mod.run(cfgs[name])
         results[name]["bench_wall_s"] = time.perf_counter() - t0
         print(f"{name}: {results[name]['bench_wall_s']:.0f} s", file=sys.stderr, flush=True)
-        write(results, args.out, time.perf_counter() - t_all, done=False, note=args.note)  # a partial file survives a crash
+        write(results, args.out, time.perf_counter() - t_all, done=False, note=args.note, cfgs=cfgs, sets=args.set)  # a partial file survives a crash
     total = time.perf_counter() - t_all
-    write(results, args.out, total, done=True, note=args.note)
+    write(results, args.out, total, done=True, note=args.note, cfgs=cfgs, sets=args.set)
     print(f"wrote {args.out} in {total:.0f} s", file=sys.stderr)
     return 0
 
