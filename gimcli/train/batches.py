@@ -39,8 +39,8 @@ def control_standardisation(X: sp.csr_matrix, cell_group: np.ndarray, is_control
     return np.stack(means).astype(np.float32), np.stack(sds).astype(np.float32)
 
 
-# Rows per chunk in pooled_within_variance: bounds the temporary copy (rows x nnz per row).
-_VAR_CHUNK_ROWS = 100_000
+# Rows per chunk in pooled_within_variance: bounds the temporary copies of X's rows.
+_VAR_CHUNK_ROWS = 20_000
 
 
 def pooled_within_variance(X: sp.csr_matrix, cell_context: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -50,8 +50,9 @@ def pooled_within_variance(X: sp.csr_matrix, cell_context: np.ndarray, rows: np.
     s1 = np.zeros((len(ctx), X.shape[1]))
     s2 = np.zeros((len(ctx), X.shape[1]))
     for lo in range(0, len(rows), _VAR_CHUNK_ROWS):
-        sub = X[rows[lo:lo + _VAR_CHUNK_ROWS]].astype(np.float64)
-        ind = sp.csr_matrix((np.ones(sub.shape[0]), (inv[lo:lo + _VAR_CHUNK_ROWS], np.arange(sub.shape[0]))),
+        sub = X[rows[lo:lo + _VAR_CHUNK_ROWS]]
+        # same dtype as X (no float64 copy); chunk sums are accumulated in float64
+        ind = sp.csr_matrix((np.ones(sub.shape[0], sub.dtype), (inv[lo:lo + _VAR_CHUNK_ROWS], np.arange(sub.shape[0]))),
                             shape=(len(ctx), sub.shape[0]))
         s1 += (ind @ sub).toarray()
         s2 += (ind @ sub.multiply(sub)).toarray()
