@@ -1,7 +1,6 @@
-"""Study: the predicted mean A^{-1}(b + E[u]) with E[u] = pi * m, against the MAP read-out
-A^{-1}(b + 1[pi > 0.5] * m), on held-out pairs and held-out doses of the simulation.
-With pi = sigmoid(logit) a confident target keeps a (1 - pi) share of its shift off, and a
-non-target with pi = 0.05 and an unconstrained shift m adds 0.05 m of spurious change.
+"""Study: the predicted mean A^{-1}(b + E[u]) against the MAP read-out A^{-1}(b + u with the
+targets of prob > 0.5), on held-out pairs and held-out doses of the simulation (GimRun.interventions:
+posteriors of measured components, else the network's prior).
     python bench/studies/readout.py
 """
 
@@ -27,10 +26,8 @@ from gimcli.train.fit import train  # noqa: E402
 
 @torch.no_grad()
 def means(run, table, *, map_targets: bool) -> np.ndarray:
-    comps = [c.split("+") for c in table["condition"]]
-    doses = [[float(x) for x in d.split("+")] for d in table["dose"]]
-    cb = run.context_batch(comps, doses, table)
-    m, _, _ = run.module.predict_mean(cb, map_targets=map_targets)
+    u = torch.from_numpy(run.interventions(table).direct(map_targets=map_targets))
+    m = run.module.sem.mean(u)
     g = run.group_index(table)
     return m.numpy() * run.std_sd[g] + run.std_mean[g]
 

@@ -29,7 +29,7 @@ _INIT_SLOPE = 6.0
 
 class InterventionNet(nn.Module):
     def __init__(self, n_features: int, n_cov: int, d: int, *, hidden: int = 128, n_layers: int = 2,
-                 dose_response: str = "mlp", shift_sd: float = 1.0, spike_sd: float = 0.0):
+                 dose_response: str = "mlp", shift_sd: float = 1.0, spike_sd: float = -0.3):
         super().__init__()
         # sds of a context's shift around the network's m on targets (tau) and around 0 on
         # non-targets (spike), integrated out (gimcli.model.objective): > 0 fixed, < 0 learned per

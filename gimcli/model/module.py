@@ -93,13 +93,3 @@ class GIMModule(nn.Module):
         logits, shifts = self.interventions(batch.contexts)
         return exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, self.sem.log_sd(), target_cost,
                               self.net.log_tau, self.net.log_spike)
-
-    @torch.no_grad()
-    def predict_mean(self, c: ContextBatch, *, map_targets: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean A^{-1}(b + E[u]) per context; also pi of any target (K,d) and the direct shift E[u]."""
-        logits, shifts = self.interventions(c)
-        pi = torch.sigmoid(logits) * c.comp_mask.unsqueeze(-1)
-        z = (pi > 0.5).to(pi.dtype) if map_targets else pi
-        u = (z * shifts).sum(1)
-        pi_any = 1 - torch.prod(1 - pi, 1)
-        return self.sem.mean(u), pi_any, u

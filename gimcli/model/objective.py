@@ -9,11 +9,11 @@ over subsets S of the context's components that target gene j (2 terms for a sin
 4 for a pair), with w_S the Bernoulli prior weight, mu_S = sum_{c in S} m_c (shifts add), and c the
 cost in nats of each used target. sum_i log N needs only S1 = sum_i r_i and S2 = sum_i r_i^2.
 
-Hierarchical shifts (`log_tau` given): a used target's shift is not m_S itself but drawn once per
-context, u_j ~ N(mu_S,j, |S| tau_j^2), and integrated out in closed form. The evidence for a target
-then rests on the context's own mean residual, not on the network having learned its shift yet:
-without it, a gene whose shift the network has not learned gets posterior ~0, hence no gradient to
-learn that shift, and stays a missed target (bench/NOTES.md).
+Hierarchical spike-and-slab shifts (`log_tau`, `log_spike`): a context's shift is drawn once,
+u_j ~ N(mu_S,j, spike_j^2 + |S| tau_j^2) (mu = 0 for the empty set S), and integrated out in closed
+form. The evidence for a target then rests on the context's own mean residual, not on the network
+having learned its shift yet: with u = mu exactly, a gene whose shift the network has not learned
+gets posterior ~0, hence no gradient to learn that shift, and stays a missed target (bench/NOTES.md).
 """
 
 from __future__ import annotations
