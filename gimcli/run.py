@@ -10,6 +10,7 @@ import json
 import pickle
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ import torch
 
 from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
 from gimcli.config import TrainConfig
-from gimcli.data.contexts import covariate_onehot, dose_transform
-from gimcli.data.features import COMBO_SEP, FeatureSpec, split_components
+from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
+from gimcli.data.features import FeatureSpec, split_components
 from gimcli.data.io import atomic_path, file_sha256
 from gimcli.data.preprocess import PreprocessInfo
 from gimcli.errors import CheckpointMismatch, ModelError
@@ -137,16 +138,16 @@ class GimRun:
         of that single context (a component's intervention is shared by every context it is in), and
         the rest take the network's prior pi(features), m(features)."""
         comps = [split_components(c) for c in requests["condition"]]
-        doses = [[float(x) for x in str(d).split(COMBO_SEP)] for d in requests["dose"]]
+        doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
         logits, shifts = self.module.interventions(cb)
         prob = (torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)).numpy().copy()
         shift = shifts.numpy().copy()
         spike = np.zeros_like(shift)
         if use_posterior and self.posterior is not None and self.posterior_shift is not None:
-            whole, single = self._posterior_index()
-            for k, (cl, dl) in enumerate(zip(comps, doses, strict=True)):
-                covs = tuple(str(requests.iloc[k][c]) for c in self.cov_keys)
+            whole, single = self._posterior_index
+            cov_rows = self._cov_tuples(requests)
+            for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
                 i = whole.get((tuple(cl), tuple(np.round(dl, 9)), covs))
                 if i is not None and len(cl) > 1:  # a measured combination: its own posterior on component 0
                     prob[k], shift[k] = 0.0, 0.0
@@ -162,14 +163,25 @@ class GimRun:
         spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0
         return self.posterior[i], self.posterior_shift[i], spike
 
+    def _cov_tuples(self, table: pd.DataFrame) -> list[tuple[str, ...]]:
+        """Each row's covariate values as strings (() per row without covariates)."""
+        if not self.cov_keys:
+            return [()] * len(table)
+        return list(table[self.cov_keys].astype(str).itertuples(index=False, name=None))
+
+    @cached_property
     def _posterior_index(self) -> tuple[dict, dict]:
+        """Perturbed training contexts by (components, doses, covariates), and single-component ones
+        by (component, dose, covariates): built once per run (predict calls it per chunk)."""
         whole, single = {}, {}
-        for i, r in self.contexts.iterrows():
-            if r["is_control"]:
+        tc = self.contexts
+        cov_rows = self._cov_tuples(tc)
+        for i, (cond, dose, is_ctrl, covs) in enumerate(zip(tc["condition"], tc["dose"], tc["is_control"], cov_rows,
+                                                            strict=True)):
+            if is_ctrl:
                 continue
-            cl = split_components(str(r["condition"]))
-            dl = tuple(np.round([float(x) for x in str(r["dose"]).split(COMBO_SEP)], 9))
-            covs = tuple(str(r[c]) for c in self.cov_keys)
+            cl = split_components(str(cond))
+            dl = tuple(np.round(dose_parts(dose), 9))
             whole[(tuple(cl), dl, covs)] = i
             if len(cl) == 1:
                 single[(cl[0], dl[0], covs)] = i

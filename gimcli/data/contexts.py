@@ -22,6 +22,11 @@ def format_dose(x: float) -> str:
     return f"{x:g}"
 
 
+def dose_parts(dose: str) -> list[float]:
+    """The numbers of a canonical dose string ('100', '100+10'; see canonical_doses)."""
+    return [float(x) for x in str(dose).split(COMBO_SEP)]
+
+
 def parse_dose(value, n_components: int, *, column: str) -> list[float]:
     """A dose cell is a number, or `a+b` with one number per component of a combination."""
     parts = str(value).split(COMBO_SEP)
@@ -174,7 +179,7 @@ def build_contexts(
     comp_dose = np.zeros((len(table), C), dtype=np.float64)
     name_idx = {n: i for i, n in enumerate(comp_names)}
     for k, (cl, d) in enumerate(zip(comp_lists, table["dose"], strict=True)):
-        ds = [float(x) for x in d.split(COMBO_SEP)] if cl else []
+        ds = dose_parts(d) if cl else []
         for c, name in enumerate(cl):
             components[k, c] = name_idx[name]
             comp_dose[k, c] = ds[c]

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gimcli.data.contexts import covariate_onehot, dose_transform
-from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
+from gimcli.data.features import split_components
 
 MEAN_BASELINES = ("control", "perturbed_mean", "additive", "ridge", "nearest")
 # Candidate ridge penalties (features are fingerprints bits or standardised numbers: O(1) scale).
@@ -71,7 +71,7 @@ class TrainReference:
         ctx = table.iloc[keep].reset_index(drop=True).copy()
         ctx["group"] = [groups[k] for k in keep]
         ctx["components"] = [split_components(c) for c in ctx["condition"]]
-        ctx["doses"] = [[float(x) for x in str(d).split(COMBO_SEP)] for d in ctx["dose"]]
+        ctx["doses"] = [dose_parts(d) for d in ctx["dose"]]
         return cls(
             X=X, cov_keys=cov_keys, ctrl_rows=ctrl_rows,
             ctrl_mean={g: _mean_rows(X, r) for g, r in ctrl_rows.items()},

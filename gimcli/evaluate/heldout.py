@@ -19,8 +19,8 @@ import scipy.sparse as sp
 
 from gimcli import _keys
 from gimcli.config import TrainConfig
-from gimcli.data.contexts import build_contexts, canonical_doses
-from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.data.contexts import build_contexts, canonical_doses, dose_parts
+from gimcli.data.features import split_components
 from gimcli.data.io import atomic_path, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
@@ -174,7 +174,7 @@ def evaluate(
     space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
 
     comps = [split_components(c) for c in table["condition"]]
-    doses = [[float(x) for x in d.split(COMBO_SEP)] for d in table["dose"]]
+    doses = [dose_parts(d) for d in table["dose"]]
     all_names = sorted({n for cl in comps for n in cl} | {n for cl in ref.contexts["components"] for n in cl})
     feats = component_features(run, all_names, pd.concat([train.obs, test.obs]), drug_features)
 
