@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-sample_data/screen.h5ad: $(STAMP) gimcli/simulate.py
+sample_data/screen.h5ad: $(STAMP) gimcli/simulation.py
 	$(BIN)/gim simulate --out $@ --overwrite --features smiles --n-genes 50 --n-drugs 24 \
 	  --doses 10,100,1000,10000 --n-cells 50 --n-control 400 --n-combos 6 --n-cell-lines 2 --seed 0
 

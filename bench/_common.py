@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import TrainConfig
-from gimcli.evaluate.heldout import evaluate_split
-from gimcli.evaluate.metrics import HIGHER_IS_BETTER
-from gimcli.train.fit import train
+from gimcli.evaluation.heldout import evaluate_split
+from gimcli.evaluation.metrics import HIGHER_IS_BETTER
+from gimcli.training.fit import train
 
 # Small models are dominated by per-op overhead: one thread per process avoids oversubscribing
 # the 2 cores; override with GIM_BENCH_THREADS.

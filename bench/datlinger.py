@@ -15,8 +15,8 @@ import pandas as pd
 from bench._common import md_table
 from gimcli.config import TrainConfig
 from gimcli.data.io import read_h5ad
-from gimcli.evaluate.heldout import log_expression
-from gimcli.train.fit import train
+from gimcli.evaluation.heldout import log_expression
+from gimcli.training.fit import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "perturbseq" / "datlinger2017_cropseq_subset.h5ad"
 MEASURED_KO = ["EGR1", "EGR3", "JUN", "JUND", "NR4A1", "RELA"]

@@ -15,7 +15,7 @@ import pandas as pd
 from bench._common import by_kind, fit_and_score, kind_tables
 from gimcli.config import TrainConfig
 from gimcli.data.io import read_h5ad
-from gimcli.evaluate.splits import Holdout, train_mask
+from gimcli.evaluation.splits import Holdout, train_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "perturbseq" / "perturbench_devel_norman19_mcfaline23.h5ad"
 HELD_PAIRS = ["KLF1+MAP2K6", "MAPK1+TGFBR2", "MAP2K3+MAP2K6", "KLF1+TGFBR2", "MAP2K3+SLC38A2"]

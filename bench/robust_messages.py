@@ -87,7 +87,7 @@ def main_() -> None:
         if (d / "ck2").mkdir() is None else None
     show("checkpoint_other_run", *gim("train", good, "--out", d / "ck2", *TRAIN_ARGS, "--steps", "5", "--resume"))
     from gimcli.data.preprocess import transform_new
-    from gimcli.run import GimRun
+    from gimcli.gimrun import GimRun
 
     info = GimRun.load(run).preprocess_info
     a = tiny_screen()

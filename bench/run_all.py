@@ -44,11 +44,11 @@ def write(results: dict, out: str, total: float, done: bool, note: str = "", cfg
             + f"on {platform.machine()} CPU, torch threads per process {_common.THREADS}, "
             f"torch {torch.__version__}. {note}"
             + (f" TrainConfig overrides in every benchmark: {sets}." if sets else ""), "",
-            "Metrics (gimcli/evaluate/metrics.py): r2_mean = sklearn r2_score over genes of the held-out context's "
+            "Metrics (gimcli/evaluation/metrics.py): r2_mean = sklearn r2_score over genes of the held-out context's "
             "mean expression (log-normalised); r2_top20_de = the same on its 20 genes of largest |true change|; "
             "pearson_delta = Pearson of predicted vs true change against control; mse; energy_distance (Euclidean, "
             "PCA of training cells, <= 300 cells per side, fixed seed); mmd = RBF MMD² averaged over 4 bandwidths. "
-            "Baselines (gimcli/evaluate/baselines.py): control (no change), perturbed_mean, additive (sum of the "
+            "Baselines (gimcli/evaluation/baselines.py): control (no change), perturbed_mean, additive (sum of the "
             "components' training effects at the nearest dose), ridge (features, features x dose, dose, covariates "
             "-> mean shift), nearest (effect of the most similar training perturbation), gim_nograph (the GIM refit "
             "with B = 0).", ""]

@@ -12,8 +12,8 @@ import pandas as pd
 
 from bench._common import by_kind, fit_and_score, kind_tables
 from gimcli.config import TrainConfig
-from gimcli.evaluate.splits import Holdout, train_mask
-from gimcli.simulate import simulate
+from gimcli.evaluation.splits import Holdout, train_mask
+from gimcli.simulation import simulate
 
 SCIPLEX = Path(__file__).resolve().parents[2] / "shared" / "data" / "sciplex"
 N_DRUGS, N_HELD, HELD_DOSE, SEED = 40, 6, 1000.0, 0

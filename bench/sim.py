@@ -12,8 +12,8 @@ import pandas as pd
 
 from bench._common import by_kind, fit_and_score, kind_tables, md_table, mean_std
 from gimcli.config import TrainConfig
-from gimcli.evaluate.splits import Holdout, train_mask
-from gimcli.simulate import simulate
+from gimcli.evaluation.splits import Holdout, train_mask
+from gimcli.simulation import simulate
 
 SYSTEMS = [("dag", 0), ("dag", 1), ("cyclic", 0), ("cyclic", 1)]
 SIZES = dict(n_genes=20, n_drugs=12, doses=(10.0, 100.0, 1000.0), n_cells=60, n_control=300, n_combos=6, n_features=8)

@@ -46,7 +46,7 @@ class TrainConfig:
     # decoupled (AdamW) decay of the network's weight matrices: keeps pi and m of unseen drugs near the
     # training range (unseen simulated drugs R² -0.18 without, 0.82 at 0.1; bench/ABLATIONS.md)
     weight_decay: float = 0.1
-    # full: every step uses all cells through per-context sums (gimcli/train/stats.py);
+    # full: every step uses all cells through per-context sums (gimcli/training/stats.py);
     # sampled: batch_contexts contexts and up to max_cells_per_context cells each per step
     batching: Literal["full", "sampled"] = "full"
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"  # of the d x d matmuls of a step

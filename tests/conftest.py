@@ -26,7 +26,7 @@ def _write(adata, path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sim_cache(tmp_path_factory) -> dict[str, Path]:
-    from gimcli.simulate import simulate
+    from gimcli.simulation import simulate
 
     d = tmp_path_factory.mktemp("sim")
     return {

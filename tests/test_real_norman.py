@@ -7,8 +7,8 @@ import pytest
 
 from gimcli.config import TrainConfig
 from gimcli.data.io import read_h5ad
-from gimcli.predict import build_requests, predict
-from gimcli.train.fit import train
+from gimcli.prediction import build_requests, predict
+from gimcli.training.fit import train
 
 from .conftest import shared_file
 

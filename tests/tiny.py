@@ -11,7 +11,7 @@ TRAIN_ARGS = ["--dose-key", "dose", "--feature-keys", "f0,f1,f2", "-q"]
 
 
 def tiny_screen(seed: int = 3):
-    from gimcli.simulate import simulate
+    from gimcli.simulation import simulate
 
     return simulate(n_genes=8, n_drugs=4, doses=(100.0,), n_cells=20, n_control=60, features="numeric",
                     n_features=3, seed=seed)

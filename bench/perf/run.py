@@ -98,7 +98,7 @@ def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
 
 def baseline_rss() -> int:
     """Peak RSS of a process that only imports what `gim train` imports (interpreter, torch, scanpy)."""
-    code = "import torch, scanpy, anndata, gimcli.cli.train, gimcli.train.fit, gimcli.train.outputs"
+    code = "import torch, scanpy, anndata, gimcli.cli.train, gimcli.training.fit, gimcli.training.outputs"
     p = subprocess.Popen([sys.executable, "-c", code])
     _, _, usage = os.wait4(p.pid, 0)
     return usage.ru_maxrss * 1024
@@ -185,7 +185,7 @@ def machine(args) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    from gimcli.run import versions
+    from gimcli.gimrun import versions
 
     v = versions()
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1), "gpu": gpu,

@@ -18,12 +18,12 @@ import pandas as pd  # noqa: E402
 
 from bench._common import setup  # noqa: E402
 from gimcli.config import TrainConfig  # noqa: E402
-from gimcli.evaluate.heldout import evaluate, log_expression  # noqa: E402
-from gimcli.evaluate.metrics import r2_mean  # noqa: E402
-from gimcli.evaluate.splits import Holdout, train_mask  # noqa: E402
-from gimcli.predict import predict  # noqa: E402
-from gimcli.simulate import simulate  # noqa: E402
-from gimcli.train.fit import train  # noqa: E402
+from gimcli.evaluation.heldout import evaluate, log_expression  # noqa: E402
+from gimcli.evaluation.metrics import r2_mean  # noqa: E402
+from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
+from gimcli.prediction import predict  # noqa: E402
+from gimcli.simulation import simulate  # noqa: E402
+from gimcli.training.fit import train  # noqa: E402
 
 
 def main(steps_list, systems=(("cyclic", 0), ("dag", 1)), target_costs=(None,)):
@@ -47,7 +47,7 @@ def main(steps_list, systems=(("cyclic", 0), ("dag", 1)), target_costs=(None,)):
             X = log_expression(a, run)
             emp = np.stack([np.asarray(X[((a.obs["condition"] == s) & (a.obs["dose"] == "1000")).to_numpy()].mean(0)).ravel()
                             for s in singles])
-            from gimcli.evaluate.truth import target_recovery
+            from gimcli.evaluation.truth import target_recovery
 
             rec = target_recovery(run, a.uns["gim_truth"]["targets"])
             rows.append({"system": f"{graph}/{seed}", "steps": steps, "target_cost": cfg.target_cost,

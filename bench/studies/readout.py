@@ -17,11 +17,11 @@ import torch  # noqa: E402
 
 from bench._common import setup  # noqa: E402
 from gimcli.config import TrainConfig  # noqa: E402
-from gimcli.evaluate.heldout import context_cells, evaluate, log_expression  # noqa: E402
-from gimcli.evaluate.metrics import mse, r2_mean  # noqa: E402
-from gimcli.evaluate.splits import Holdout, train_mask  # noqa: E402
-from gimcli.simulate import simulate  # noqa: E402
-from gimcli.train.fit import train  # noqa: E402
+from gimcli.evaluation.heldout import context_cells, evaluate, log_expression  # noqa: E402
+from gimcli.evaluation.metrics import mse, r2_mean  # noqa: E402
+from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
+from gimcli.simulation import simulate  # noqa: E402
+from gimcli.training.fit import train  # noqa: E402
 
 
 @torch.no_grad()

@@ -19,11 +19,11 @@ import pandas as pd  # noqa: E402
 from bench._common import setup  # noqa: E402
 from bench.sim import HELD_DOSE, HELD_DRUGS, SIZES, SYSTEMS  # noqa: E402
 from gimcli.config import TrainConfig  # noqa: E402
-from gimcli.evaluate.heldout import component_features  # noqa: E402
-from gimcli.evaluate.splits import Holdout, train_mask  # noqa: E402
-from gimcli.evaluate.truth import auroc_auprc  # noqa: E402
-from gimcli.simulate import simulate  # noqa: E402
-from gimcli.train.fit import train  # noqa: E402
+from gimcli.evaluation.heldout import component_features  # noqa: E402
+from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
+from gimcli.evaluation.truth import auroc_auprc  # noqa: E402
+from gimcli.simulation import simulate  # noqa: E402
+from gimcli.training.fit import train  # noqa: E402
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ def evaluate(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import read_h5ad
     from gimcli.errors import InputError
-    from gimcli.evaluate.heldout import METHODS, NOGRAPH_DIR, fit_nograph, train_cells, write_eval
-    from gimcli.evaluate.heldout import evaluate as score
-    from gimcli.run import GimRun
-    from gimcli.train.fit import resolve_device
+    from gimcli.evaluation.heldout import METHODS, NOGRAPH_DIR, fit_nograph, train_cells, write_eval
+    from gimcli.evaluation.heldout import evaluate as score
+    from gimcli.gimrun import GimRun
+    from gimcli.training.fit import resolve_device
 
     out = out or run_dir
     chosen = tuple(split_list(methods) or METHODS)

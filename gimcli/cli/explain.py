@@ -31,9 +31,9 @@ def explain(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import write_text
     from gimcli.errors import InputError
-    from gimcli.explain import graph_table, target_table, training_requests
-    from gimcli.predict import build_requests
-    from gimcli.run import GimRun
+    from gimcli.explanation import graph_table, target_table, training_requests
+    from gimcli.gimrun import GimRun
+    from gimcli.prediction import build_requests
 
     setup_logging(quiet=quiet)
     fmt = "json" if as_json else fmt

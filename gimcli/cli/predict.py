@@ -43,10 +43,10 @@ def predict(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import write_h5ad
     from gimcli.errors import InputError
-    from gimcli.predict import build_requests
-    from gimcli.predict import predict as predict_cells
-    from gimcli.run import GimRun
-    from gimcli.train.reproducible import provenance
+    from gimcli.gimrun import GimRun
+    from gimcli.prediction import build_requests
+    from gimcli.prediction import predict as predict_cells
+    from gimcli.training.reproducible import provenance
 
     setup_logging(quiet=quiet)
     if noise not in ("controls", "gaussian"):

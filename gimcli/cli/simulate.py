@@ -39,7 +39,7 @@ def simulate(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import write_h5ad, write_text
     from gimcli.errors import InputError
-    from gimcli.simulate import simulate as sim
+    from gimcli.simulation import simulate as sim
 
     setup_logging()
     if graph not in ("cyclic", "dag"):

@@ -69,12 +69,12 @@ def train(
     from gimcli.errors import InputError
     from gimcli.model.precision import check_precision
     from gimcli.report import write_report
-    from gimcli.train.checkpoint import run_checkpointer
-    from gimcli.train.distributed import env_rank, env_world_size
-    from gimcli.train.fit import resolve_device
-    from gimcli.train.fit import train as fit_run
-    from gimcli.train.outputs import write_run
-    from gimcli.train.reproducible import provenance, set_deterministic
+    from gimcli.training.checkpoint import run_checkpointer
+    from gimcli.training.distributed import env_rank, env_world_size
+    from gimcli.training.fit import resolve_device
+    from gimcli.training.fit import train as fit_run
+    from gimcli.training.outputs import write_run
+    from gimcli.training.reproducible import provenance, set_deterministic
 
     if batching not in ("full", "sampled"):
         raise InputError(f"--batching {batching!r}: expected full or sampled")
@@ -107,7 +107,7 @@ def train(
     info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
     mask = None
     if holdout.any():
-        from gimcli.evaluate.splits import train_mask
+        from gimcli.evaluation.splits import train_mask
 
         mask = train_mask(adata.obs, holdout, perturbation_key=perturbation_key, control=control, dose_key=dose_key)
         log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
@@ -154,7 +154,7 @@ def train(
 
 def _holdout(conditions, doses, combinations, covariate, split_key):
     from gimcli.cli._common import parse_floats, parse_kv
-    from gimcli.evaluate.splits import Holdout
+    from gimcli.evaluation.splits import Holdout
 
     cov = parse_kv([covariate], option="--holdout-covariate") if covariate else {}
     return Holdout(conditions=split_list(conditions) or [], doses=parse_floats(doses, option="--holdout-doses") or [],
@@ -164,7 +164,7 @@ def _holdout(conditions, doses, combinations, covariate, split_key):
 
 def _score_holdout(run, adata, mask, out: Path, holdout, *, device: str, seed: int) -> dict[str, str]:
     """GIM and baselines on the held-out cells -> RUN/eval_metrics.csv/.json; B = 0 refit -> RUN/nograph/."""
-    from gimcli.evaluate.heldout import NOGRAPH_DIR, evaluate_split, write_eval
+    from gimcli.evaluation.heldout import NOGRAPH_DIR, evaluate_split, write_eval
 
     res, nograph = evaluate_split(run, adata, mask, split=holdout.to_dict(), device=device, seed=seed)
     nograph.save(out / NOGRAPH_DIR)

@@ -37,7 +37,7 @@ class CellBatch:
     precision: str = "fp32"  # of the cells x d x d residual matmul (gimcli.model.precision)
 
     def residual_stats(self, sem: LinearSEM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """S1, S2 (K x d) and n (K) of the residuals A x - b (see gimcli.train.stats for the
+        """S1, S2 (K x d) and n (K) of the residuals A x - b (see gimcli.training.stats for the
         same from precomputed per-context sums)."""
         with matmul_precision(self.precision, self.x.device):
             r = sem.residuals(self.x)

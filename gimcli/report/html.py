@@ -37,8 +37,8 @@ def _section(title: str, body: str) -> str:
 
 
 def build_report(run_dir: str | Path) -> str:
-    from gimcli.explain import graph_table
-    from gimcli.run import GimRun, context_label
+    from gimcli.explanation import graph_table
+    from gimcli.gimrun import GimRun, context_label
 
     run_dir = Path(run_dir)
     run = GimRun.load(run_dir)
@@ -98,7 +98,7 @@ def _eval_section(ev_csv: Path, ev_json: Path) -> str:
     if ev_json.exists():
         data = json.loads(ev_json.read_text())
         rows = data.get("aggregate") if isinstance(data, dict) else None
-        if isinstance(rows, dict) and rows:  # {method: {metric: value}} (gimcli.evaluate.heldout)
+        if isinstance(rows, dict) and rows:  # {method: {metric: value}} (gimcli.evaluation.heldout)
             agg = pd.DataFrame.from_dict(rows, orient="index").reset_index(names="method")
         elif rows:
             agg = pd.DataFrame(rows)

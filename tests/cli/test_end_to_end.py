@@ -143,8 +143,8 @@ def test_simulate_writes_truth(gim, tmp_path):
 
 def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(trained):
     """noise='controls': each cell = a stored control cell + sd * A^{-1} u (the SEM counterfactual)."""
-    from gimcli.predict import build_requests, predict
-    from gimcli.run import GimRun
+    from gimcli.gimrun import GimRun
+    from gimcli.prediction import build_requests, predict
 
     run_dir, _ = trained
     run = GimRun.load(run_dir)

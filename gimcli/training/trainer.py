@@ -15,8 +15,8 @@ import torch
 from gimcli.config import TrainConfig
 from gimcli.errors import TrainingError
 from gimcli.model.module import GIMModule
-from gimcli.train.batches import TrainData
-from gimcli.train.distributed import DataParallel, batch_cells
+from gimcli.training.batches import TrainData
+from gimcli.training.distributed import DataParallel, batch_cells
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def fit(
     """Optimise `module` in place; it ends holding the state with the best validation objective
     of the exact phase (or the last state when there are no validation cells).
 
-    `checkpoint` (a gimcli.train.checkpoint.Checkpointer) restores the loop state before the first
+    `checkpoint` (a gimcli.training.checkpoint.Checkpointer) restores the loop state before the first
     step and may save it (and stop, on a signal) after each step. With `sync` (torchrun),
     gradients and validation objectives are combined over processes."""
     torch.manual_seed(seed)

@@ -17,7 +17,7 @@ import torch
 
 from gimcli.config import TrainConfig
 from gimcli.errors import CheckpointMismatch, Preempted
-from gimcli.train.checkpoint import Checkpointer
+from gimcli.training.checkpoint import Checkpointer
 from tests.tiny import TRAIN_ARGS, one_thread, tiny_screen, write_tiny  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,7 +72,7 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
 def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, sig):
     """Library level, with a signal at a chosen step: restart 1 of 2, exact phase, so the
     best state, the early-stopping counter and the best finished restart all come back."""
-    from gimcli.train.fit import train
+    from gimcli.training.fit import train
 
     adata = tiny_screen()
     cfg = TrainConfig(steps=60, restarts=2, eval_every=10, seed=5)
@@ -105,7 +105,7 @@ def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, sig):
 
 
 def test_checkpoint_from_another_run_or_with_code_is_refused(tmp_path):
-    from gimcli.train.checkpoint import load_checkpoint
+    from gimcli.training.checkpoint import load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"meta": json.dumps({"format": 1, "fingerprint": {"config": {"steps": 10}}})}, path)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from gimcli.config import TrainConfig
-from gimcli.evaluate.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
-from gimcli.simulate import simulate
-from gimcli.train.fit import train
+from gimcli.evaluation.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
+from gimcli.simulation import simulate
+from gimcli.training.fit import train
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_measured_singles_are_predicted_from_their_posterior(fitted20):
     """A measured context's predicted mean is its posterior predictive (close to its cells' mean,
     closer than the network's prior alone), and a combination of measured singles adds their
     posterior effects (shifts add through the linear SEM)."""
-    from gimcli.predict import predict
+    from gimcli.prediction import predict
 
     adata, run, _ = fitted20
     tc = run.contexts[~run.contexts["is_control"].astype(bool)].iloc[:12]

@@ -15,7 +15,7 @@ from gimcli import _keys
 from gimcli.data.contexts import format_dose, parse_dose
 from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.errors import InputError
-from gimcli.run import GimRun, context_label, versions
+from gimcli.gimrun import GimRun, context_label, versions
 
 log = logging.getLogger(__name__)
 

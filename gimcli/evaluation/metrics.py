@@ -4,7 +4,7 @@ Notation for one held-out context (one condition at one dose in one covariate gr
 `y` = true mean expression over genes (log-normalised, modelled genes), `p` = predicted mean,
 `c` = mean of the training control cells of the same covariate group, `X` = true cells,
 `Y` = predicted cells, both projected on a PCA fitted on training cells.
-Target recovery (AUROC/AUPRC) lives in gimcli.evaluate.truth and is reused, not redefined.
+Target recovery (AUROC/AUPRC) lives in gimcli.evaluation.truth and is reused, not redefined.
 """
 
 from __future__ import annotations

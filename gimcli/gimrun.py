@@ -25,7 +25,7 @@ from gimcli.data.io import atomic_path, file_sha256
 from gimcli.data.preprocess import PreprocessInfo
 from gimcli.errors import CheckpointMismatch, ModelError
 from gimcli.model.module import ContextBatch, GIMModule
-from gimcli.train.batches import context_batch
+from gimcli.training.batches import context_batch
 
 
 def versions() -> dict[str, str]:

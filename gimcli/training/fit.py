@@ -17,12 +17,12 @@ from gimcli.data.contexts import Contexts, build_contexts, dose_transform
 from gimcli.data.features import FeatureSpec, morgan_fingerprints, numeric_spec
 from gimcli.data.preprocess import preprocess
 from gimcli.errors import InputError
+from gimcli.gimrun import GimRun, versions
 from gimcli.model.module import GIMModule
-from gimcli.run import GimRun, versions
-from gimcli.train.batches import TrainData, context_batch, control_standardisation
-from gimcli.train.distributed import DataParallel, local_device
-from gimcli.train.stats import peak_gpu_bytes, step_data
-from gimcli.train.trainer import History, fit
+from gimcli.training.batches import TrainData, context_batch, control_standardisation
+from gimcli.training.distributed import DataParallel, local_device
+from gimcli.training.stats import peak_gpu_bytes, step_data
+from gimcli.training.trainer import History, fit
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def train(
     """Preprocess, build contexts and features, fit the GIM, and compute training posteriors.
 
     The input AnnData is not modified. `train_mask` (bool per cell) restricts training to a
-    subset, e.g. all but held-out conditions. `checkpoint` (gimcli.train.checkpoint.Checkpointer)
+    subset, e.g. all but held-out conditions. `checkpoint` (gimcli.training.checkpoint.Checkpointer)
     saves and restores the training state.
     """
     t_start = time.perf_counter()

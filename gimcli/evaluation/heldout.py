@@ -24,9 +24,9 @@ from gimcli.data.features import split_components
 from gimcli.data.io import atomic_path, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
-from gimcli.evaluate import baselines as bl
-from gimcli.evaluate import metrics as M
-from gimcli.run import GimRun, context_label
+from gimcli.evaluation import baselines as bl
+from gimcli.evaluation import metrics as M
+from gimcli.gimrun import GimRun, context_label
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def component_features(run: GimRun, names: list[str], obs: pd.DataFrame,
 
 def fit_nograph(run: GimRun, train_data: ad.AnnData, *, device: str = "auto", config: TrainConfig | None = None) -> GimRun:
     """The same GIM refit on the same training cells with B = 0 (the no-causal-model ablation)."""
-    from gimcli.train.fit import train
+    from gimcli.training.fit import train
 
     keys, spec = run.meta["keys"], run.spec
     cfg = (config or run.config).replace(fix_graph=True)
@@ -119,7 +119,7 @@ def fit_nograph(run: GimRun, train_data: ad.AnnData, *, device: str = "auto", co
 
 
 def _gim_predictions(run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int):
-    from gimcli.predict import predict
+    from gimcli.prediction import predict
 
     new = {n: f for n, f in feats.items() if n not in run.meta["components"]}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
@@ -287,7 +287,7 @@ def _summary(agg, n_ok, per, table, split, n_cells, seed, space) -> dict:
 def _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr) -> dict:
     """AUROC/AUPRC of direct targets: training contexts (posterior) and held-out contexts (pi of
     the features), the graph, and the marginal 'largest mean shift' ranking on training contexts."""
-    from gimcli.evaluate.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
+    from gimcli.evaluation.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
 
     tt = truth["targets"]
     out: dict = {}
@@ -373,7 +373,7 @@ def evaluate_split(run: GimRun, adata: ad.AnnData, mask: np.ndarray, *, split: d
                    device: str = "auto", seed: int = 0) -> tuple[EvalResult, GimRun]:
     """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
     method on the held-out cells `adata[~mask]`."""
-    from gimcli.train.outputs import cell_context_labels
+    from gimcli.training.outputs import cell_context_labels
 
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]

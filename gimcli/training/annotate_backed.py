@@ -14,13 +14,13 @@ import h5py
 import numpy as np
 
 from gimcli.data.io import atomic_path
-from gimcli.run import GimRun
+from gimcli.gimrun import GimRun
 
 
 def write_annotated_backed(adata: ad.AnnData, run: GimRun, path: Path, train_mask: np.ndarray | None = None) -> None:
     from anndata.io import write_elem
 
-    from gimcli.train.outputs import annotate
+    from gimcli.training.outputs import annotate
 
     # everything but X is in memory in backed mode; the user's varm entries must survive the rewrite
     light = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), uns=dict(adata.uns),

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from gimcli.run import GimRun
+from gimcli.gimrun import GimRun
 
 
 def target_labels(run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ distribution metrics are the training control cells of the context's covariate g
   cov = covariate one-hot; the penalty is chosen by leave-one-out (RidgeCV).
 - nearest: p = c + sum over components of the training effect of the most similar training
   component (Tanimoto on fingerprints, cosine otherwise), at the nearest dose as in additive.
-- gim_nograph: the GIM refit with B = 0 (TrainConfig(fix_graph=True)); see gimcli.evaluate.heldout.
+- gim_nograph: the GIM refit with B = 0 (TrainConfig(fix_graph=True)); see gimcli.evaluation.heldout.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def set_deterministic(enabled: bool) -> None:
 def provenance(*, seed: int | None = None, inputs: dict[str, str | Path | None] | None = None) -> dict:
     """Seed, package versions and the SHA-256 of each input file: recorded in every output."""
     from gimcli.data.io import file_sha256
-    from gimcli.run import versions
+    from gimcli.gimrun import versions
 
     files = {}
     for name, p in (inputs or {}).items():

@@ -24,7 +24,7 @@ import torch
 from gimcli.model.causal import LinearSEM
 from gimcli.model.module import ContextBatch
 from gimcli.model.precision import matmul
-from gimcli.train.batches import TrainData, csr_rows_to_dense
+from gimcli.training.batches import TrainData, csr_rows_to_dense
 
 # Cells densified at once while accumulating W: 64 MB at d = 2000 on CPU; GPUs take 8x more.
 _CHUNK_CPU = 8192

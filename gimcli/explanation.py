@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from gimcli.errors import InputError
-from gimcli.run import GimRun
+from gimcli.gimrun import GimRun
 
 
 @torch.no_grad()

@@ -79,7 +79,7 @@ class Checkpointer:
     def _on_signal(self, signum, frame) -> None:  # only set a flag: the loop saves between steps
         self._signal = signal.Signals(signum).name
 
-    # -- restarts (gimcli.train.fit) ---------------------------------------------------------
+    # -- restarts (gimcli.training.fit) ---------------------------------------------------------
     @property
     def first_restart(self) -> int:
         return int(self.meta.get("restart", 0))
@@ -97,7 +97,7 @@ class Checkpointer:
         if self.state is not None and r != self.first_restart:
             self.state, self.meta = None, {}  # the checkpoint belonged to an earlier restart
 
-    # -- the loop's two hooks (gimcli.train.trainer.fit) -------------------------------------
+    # -- the loop's two hooks (gimcli.training.trainer.fit) -------------------------------------
     def restore(self, module, opt, rng: np.random.Generator, gen: torch.Generator, hist) -> tuple[int, dict | None, int]:
         """Load the saved loop state into the given objects; returns (first step, best state,
         evaluations without improvement). (0, None, 0) when there is nothing to resume."""
@@ -185,7 +185,7 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] |
         state = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(state["meta"])
     except Exception as e:  # truncated file, pickled objects (refused, never run), not a checkpoint
-        from gimcli.run import weights_only_reason
+        from gimcli.gimrun import weights_only_reason
 
         raise CheckpointMismatch(f"{path}: cannot load checkpoint safely ({type(e).__name__}: "
                                  f"{weights_only_reason(e)}); delete it to start over") from e

@@ -11,9 +11,9 @@ import scipy.sparse as sp
 
 from gimcli.data.contexts import build_contexts
 from gimcli.errors import InputError
-from gimcli.evaluate import baselines as bl
-from gimcli.evaluate import metrics as M
-from gimcli.evaluate.splits import Holdout, train_mask
+from gimcli.evaluation import baselines as bl
+from gimcli.evaluation import metrics as M
+from gimcli.evaluation.splits import Holdout, train_mask
 
 
 def test_mean_metrics_by_hand():

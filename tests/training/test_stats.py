@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import gimcli.train.fit as fitmod
+import gimcli.training.fit as fitmod
 from gimcli.config import TrainConfig
 from gimcli.errors import InputError
 from gimcli.model.precision import check_precision
-from gimcli.simulate import simulate
-from gimcli.train.distributed import DataParallel, local_device
-from gimcli.train.stats import FullStats, StatsBatch, split_stats
+from gimcli.simulation import simulate
+from gimcli.training.distributed import DataParallel, local_device
+from gimcli.training.stats import FullStats, StatsBatch, split_stats
 
 FEATS = [f"f{i}" for i in range(4)]
 
@@ -105,7 +105,7 @@ def test_bf16_training_matches_fp32_within_tolerance():
     chaotic in any precision): B within 0.06; under 3% of posteriors flipped (a gene at the edge
     of being a target can flip: posteriors are sharp); same recovery within 0.02 AUROC. Measured
     with l1_graph 0.03: B 0.044, 1.6% of posteriors flipped."""
-    from gimcli.evaluate.truth import target_recovery
+    from gimcli.evaluation.truth import target_recovery
 
     adata = _sim(seed=4)
     runs = {p: fitmod.train(adata, dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS, device="cpu",

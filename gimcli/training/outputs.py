@@ -11,8 +11,8 @@ import pandas as pd
 
 from gimcli import _keys
 from gimcli.data.io import atomic_path, write_h5ad
-from gimcli.run import GimRun, context_label, versions
-from gimcli.train.trainer import History
+from gimcli.gimrun import GimRun, context_label, versions
+from gimcli.training.trainer import History
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def write_run(run: GimRun, hist: History, out: Path, *, adata: ad.AnnData | None
     write_metrics(hist, out / _keys.METRICS)
     paths["metrics"] = str(out / _keys.METRICS)
     if adata is not None and adata.isbacked:  # never load a file that may not fit in memory
-        from gimcli.train.annotate_backed import write_annotated_backed
+        from gimcli.training.annotate_backed import write_annotated_backed
 
         write_annotated_backed(adata, run, out / _keys.ANNOTATED, train_mask)
         paths["annotated"] = str(out / _keys.ANNOTATED)

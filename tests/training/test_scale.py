@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gimcli.simulate import simulate
+from gimcli.simulation import simulate
 
 ARGS = ["--dose-key", "dose", "--covariate-keys", "cell_line", "--feature-keys", "f0,f1,f2,f3",
         "--steps", "150", "--device", "cpu", "--objective", "exact", "-q"]
