@@ -51,6 +51,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gimcli tests bench
+	$(BIN)/ruff format --check gimcli tests bench
 
 clean:
 	rm -rf $(DEMO) sample_data/screen.h5ad sample_data/screen.truth.json .pytest_cache

@@ -67,7 +67,10 @@ def kind_tables(tab: pd.DataFrame) -> str:
     for kind in tab.index.get_level_values(0).unique():
         t = tab.loc[kind]
         t = t.loc[[m for m in ORDER if m in t.index]]
-        parts.append(f"**{kind}** ({int(t['n_contexts'].max())} contexts)\n\n" + md_table(t, list(SHOWN), "method"))
+        parts.append(
+            f"**{kind}** ({int(t['n_contexts'].max())} contexts)\n\n"
+            + md_table(t, list(SHOWN), "method")
+        )
         parts.append(verdict(t, None if per is None else per[per["kind"] == kind]))
     return "\n\n".join(parts)
 
@@ -92,9 +95,16 @@ def verdict(t: pd.DataFrame, per: pd.DataFrame | None = None) -> str:
                 diff = (sign * (wide["gim"] - wide[best])).dropna()
                 if len(diff) > 1:
                     se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
-                    detail = f" (GIM better by {better:+.4f} ± {se:.4f} SE over {len(diff)} contexts)"
-        word = ("GIM matches or wins" if better >= 0 else
-                "tie: GIM short by less than 1 SE" if np.isfinite(se) and -better < se else "GIM LOSES")
+                    detail = (
+                        f" (GIM better by {better:+.4f} ± {se:.4f} SE over {len(diff)} contexts)"
+                    )
+        word = (
+            "GIM matches or wins"
+            if better >= 0
+            else "tie: GIM short by less than 1 SE"
+            if np.isfinite(se) and -better < se
+            else "GIM LOSES"
+        )
         out.append(f"{m}: GIM {g:.3f} vs best baseline {best} {base[best]:.3f}{detail} -> {word}")
     return "; ".join(out)
 

@@ -17,7 +17,13 @@ from gimcli.config import TrainConfig
 from gimcli.data.io import read_h5ad
 from gimcli.evaluation.splits import Holdout, train_mask
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "perturbseq" / "perturbench_devel_norman19_mcfaline23.h5ad"
+DATA = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "perturbseq"
+    / "perturbench_devel_norman19_mcfaline23.h5ad"
+)
 HELD_PAIRS = ["KLF1+MAP2K6", "MAPK1+TGFBR2", "MAP2K3+MAP2K6", "KLF1+TGFBR2", "MAP2K3+SLC38A2"]
 HELD_IN_LINE = {"T98G": "SGK1", "U87MG": "MAPK1", "A172": "TGFBR2"}
 
@@ -33,10 +39,18 @@ def run(cfg: TrainConfig) -> dict:
     mask = train_mask(adata.obs, Holdout(split_key="bench_split"))
     run_, _, res, wall = fit_and_score(adata, mask, cfg=cfg, covariate_keys=["cell_type"])
     per = pd.DataFrame(res.summary["per_context"])
-    kinds = {c: ("held-out pair (K562)" if "+" in cond else "unseen perturbation in its cell line")
-             for c, cond in zip(per["context"], per["condition"], strict=True)}
+    kinds = {
+        c: ("held-out pair (K562)" if "+" in cond else "unseen perturbation in its cell line")
+        for c, cond in zip(per["context"], per["condition"], strict=True)
+    }
     tab = by_kind(per, kinds)
-    md = [f"{adata.n_obs} cells, {len(run_.genes)} modelled genes (of 500), covariate cell_type, identity features. "
-          f"Held out: pairs {HELD_PAIRS}; per line {HELD_IN_LINE}. Training: {int(mask.sum())} cells.",
-          kind_tables(tab)]
-    return {"markdown": "\n\n".join(md), "by_kind": tab.reset_index().to_dict("records"), "wall_s": wall}
+    md = [
+        f"{adata.n_obs} cells, {len(run_.genes)} modelled genes (of 500), covariate cell_type, identity features. "
+        f"Held out: pairs {HELD_PAIRS}; per line {HELD_IN_LINE}. Training: {int(mask.sum())} cells.",
+        kind_tables(tab),
+    ]
+    return {
+        "markdown": "\n\n".join(md),
+        "by_kind": tab.reset_index().to_dict("records"),
+        "wall_s": wall,
+    }

@@ -25,7 +25,11 @@ from tests.tiny import TRAIN_ARGS, tiny_screen, write_tiny  # noqa: E402
 
 def gim(*args) -> tuple[int, str]:
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         rc = main([str(a) for a in args])
     return rc, err.getvalue().strip()
@@ -41,21 +45,31 @@ def main_() -> None:
     for name, (corrupt, extra, _) in sorted(CASES.items()):
         p = d / f"{name}.h5ad"
         corrupt(tiny_screen()).write_h5ad(p)
-        show(name, *gim("train", p, "--out", d / f"run_{name}", *TRAIN_ARGS, "--steps", "5", *extra))
+        show(
+            name, *gim("train", p, "--out", d / f"run_{name}", *TRAIN_ARGS, "--steps", "5", *extra)
+        )
     good = write_tiny(d / "good.h5ad")
-    for name, content in {"empty_file": b"", "text_file": b"a,b\n1,2\n",
-                          "truncated_file": good.read_bytes()[: good.stat().st_size // 2]}.items():
+    for name, content in {
+        "empty_file": b"",
+        "text_file": b"a,b\n1,2\n",
+        "truncated_file": good.read_bytes()[: good.stat().st_size // 2],
+    }.items():
         p = d / f"{name}.h5ad"
         p.write_bytes(content)
         show(name, *gim("train", p, "--out", d / "r", *TRAIN_ARGS))
     show("missing_file", *gim("train", d / "nope.h5ad", "--out", d / "r", *TRAIN_ARGS))
     write_legacy_h5ad(d / "legacy.h5ad")
-    show("legacy_pre07_layout (works)", *gim("train", d / "legacy.h5ad", "--out", d / "leg", *TRAIN_ARGS, "--steps", "5"))
+    show(
+        "legacy_pre07_layout (works)",
+        *gim("train", d / "legacy.h5ad", "--out", d / "leg", *TRAIN_ARGS, "--steps", "5"),
+    )
     rc, _ = gim("train", good, "--out", d / "run", *TRAIN_ARGS, "--steps", "5")
     run = d / "run"
 
     def predict(r):
-        return gim("predict", r, "--conditions", "drug00", "--doses", "100", "--out", d / "p.h5ad", "-q")
+        return gim(
+            "predict", r, "--conditions", "drug00", "--doses", "100", "--out", d / "p.h5ad", "-q"
+        )
 
     import shutil
 
@@ -72,9 +86,12 @@ def main_() -> None:
 
     variant("model_malicious_pickle", evil)
     print(f"{'':32s} code ran: {(d / 'pwned').exists()}")
-    variant("model_truncated", lambda r: (r / "model.pt").write_bytes((r / "model.pt").read_bytes()[:5000]))
+    variant(
+        "model_truncated",
+        lambda r: (r / "model.pt").write_bytes((r / "model.pt").read_bytes()[:5000]),
+    )
     variant("model_json_missing", lambda r: (r / "model.json").unlink())
-    variant("model_json_corrupt", lambda r: (r / "model.json").write_text("{\"format_vers"))
+    variant("model_json_corrupt", lambda r: (r / "model.json").write_text('{"format_vers'))
 
     def future(r):
         m = json.loads((r / "model.json").read_text())
@@ -83,9 +100,14 @@ def main_() -> None:
 
     variant("model_incompatible_version", future)
     rc, msg = gim("train", good, "--out", d / "ck", *TRAIN_ARGS, "--steps", "5")
-    torch.save({"meta": json.dumps({"format": 1, "fingerprint": {"config": {}}})}, d / "ck2" / "checkpoint.pt") \
-        if (d / "ck2").mkdir() is None else None
-    show("checkpoint_other_run", *gim("train", good, "--out", d / "ck2", *TRAIN_ARGS, "--steps", "5", "--resume"))
+    torch.save(
+        {"meta": json.dumps({"format": 1, "fingerprint": {"config": {}}})},
+        d / "ck2" / "checkpoint.pt",
+    ) if (d / "ck2").mkdir() is None else None
+    show(
+        "checkpoint_other_run",
+        *gim("train", good, "--out", d / "ck2", *TRAIN_ARGS, "--steps", "5", "--resume"),
+    )
     from gimcli.data.preprocess import transform_new
     from gimcli.gimrun import GimRun
 

@@ -11,8 +11,13 @@ from gimcli.gimrun import GimRun
 
 
 @torch.no_grad()
-def intervention_summary(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = None,
-                         *, use_posterior: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def intervention_summary(
+    run: GimRun,
+    requests: pd.DataFrame,
+    new_feats: dict | None = None,
+    *,
+    use_posterior: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per request: target probability (K,d), signed direct shift on targets (K,d), and total
     effect A^{-1} E[u] (K,d), all in standardised units (pooled within-context sd).
 
@@ -21,13 +26,21 @@ def intervention_summary(run: GimRun, requests: pd.DataFrame, new_feats: dict | 
     shifts of non-targets (the spike), which are not counted as targets."""
     iv = run.interventions(requests, new_feats or {}, use_posterior=use_posterior)
     prob = iv.prob_any
-    shift = (iv.prob * iv.shift).sum(1) / np.maximum(prob, 1e-6)  # the shift a gene gets when it is a target
+    shift = (iv.prob * iv.shift).sum(1) / np.maximum(
+        prob, 1e-6
+    )  # the shift a gene gets when it is a target
     total = run.module.sem.propagate(torch.from_numpy(iv.direct().astype(np.float32))).numpy()
     return prob, shift, total
 
 
-def target_table(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = None, *,
-                 top: int = 20, n_downstream: int = 5) -> pd.DataFrame:
+def target_table(
+    run: GimRun,
+    requests: pd.DataFrame,
+    new_feats: dict | None = None,
+    *,
+    top: int = 20,
+    n_downstream: int = 5,
+) -> pd.DataFrame:
     """Long table: per request its `top` direct targets (by probability) and its `n_downstream`
     strongest downstream genes (largest |total - direct| effect among non-targets)."""
     prob, shift, total = intervention_summary(run, requests, new_feats)
@@ -38,13 +51,31 @@ def target_table(run: GimRun, requests: pd.DataFrame, new_feats: dict | None = N
         base = dict(zip(keys, r, strict=True))
         order = np.argsort(-prob[k], kind="stable")[:top]
         for rank, j in enumerate(order, 1):
-            rows.append({**base, "kind": "target", "gene": genes[j], "prob": float(prob[k, j]),
-                         "shift": float(shift[k, j]), "effect": float(total[k, j]), "rank": rank})
+            rows.append(
+                {
+                    **base,
+                    "kind": "target",
+                    "gene": genes[j],
+                    "prob": float(prob[k, j]),
+                    "shift": float(shift[k, j]),
+                    "effect": float(total[k, j]),
+                    "rank": rank,
+                }
+            )
         downstream = np.abs(total[k] - prob[k] * shift[k])
         downstream[order] = -1
         for rank, j in enumerate(np.argsort(-downstream, kind="stable")[:n_downstream], 1):
-            rows.append({**base, "kind": "downstream", "gene": genes[j], "prob": float(prob[k, j]),
-                         "shift": float(shift[k, j]), "effect": float(total[k, j]), "rank": rank})
+            rows.append(
+                {
+                    **base,
+                    "kind": "downstream",
+                    "gene": genes[j],
+                    "prob": float(prob[k, j]),
+                    "shift": float(shift[k, j]),
+                    "effect": float(total[k, j]),
+                    "rank": rank,
+                }
+            )
     cols = [*keys, "kind", "gene", "prob", "shift", "effect", "rank"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -61,8 +92,9 @@ def graph_table(run: GimRun, *, top: int | None = 100, min_weight: float = 0.0) 
     return pd.DataFrame({"source": genes[s[order]], "target": genes[t[order]], "weight": w[order]})
 
 
-def training_requests(run: GimRun, conditions: list[str] | None = None,
-                      covariates: dict[str, str] | None = None) -> pd.DataFrame:
+def training_requests(
+    run: GimRun, conditions: list[str] | None = None, covariates: dict[str, str] | None = None
+) -> pd.DataFrame:
     """The perturbed training contexts, optionally only those of the named conditions/covariates."""
     tc = run.contexts
     tc = tc[~tc["is_control"].astype(bool)]

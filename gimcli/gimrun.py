@@ -56,9 +56,13 @@ class GimRun:
     std_mean: np.ndarray  # (G, d) control mean per covariate group
     std_sd: np.ndarray  # (G, d)
     posterior: np.ndarray | None = None  # (K, d) posterior target probability per training context
-    posterior_shift: np.ndarray | None = None  # (K, d) posterior mean shift u of a gene if targeted (standardised)
+    posterior_shift: np.ndarray | None = (
+        None  # (K, d) posterior mean shift u of a gene if targeted (standardised)
+    )
     posterior_spike: np.ndarray | None = None  # (K, d) ... if not targeted
-    ref_cells: np.ndarray | None = None  # (n, d) log-normalised control cells (counterfactual predictions)
+    ref_cells: np.ndarray | None = (
+        None  # (n, d) log-normalised control cells (counterfactual predictions)
+    )
     ref_group: np.ndarray | None = None  # (n,) covariate group of each reference cell
 
     # -- views of the metadata ---------------------------------------------------------------
@@ -100,11 +104,18 @@ class GimRun:
         idx = key.get_indexer(pd.MultiIndex.from_frame(cov_values[self.cov_keys].astype(str)))
         if (idx < 0).any():
             bad = cov_values.iloc[int(np.flatnonzero(idx < 0)[0])][self.cov_keys].to_dict()
-            raise ModelError(f"covariates {bad} were not in training (known groups: {g.to_dict('records')})")
+            raise ModelError(
+                f"covariates {bad} were not in training (known groups: {g.to_dict('records')})"
+            )
         return idx
 
-    def context_batch(self, components: list[list[str]], doses: list[list[float]], cov_values: pd.DataFrame,
-                      new_features: dict[str, np.ndarray] | None = None) -> ContextBatch:
+    def context_batch(
+        self,
+        components: list[list[str]],
+        doses: list[list[float]],
+        cov_values: pd.DataFrame,
+        new_features: dict[str, np.ndarray] | None = None,
+    ) -> ContextBatch:
         """Network inputs for contexts given by component names, their doses and covariates."""
         names = self.meta["components"]
         new_features = new_features or {}
@@ -112,11 +123,22 @@ class GimRun:
         if extra:
             raise ModelError(f"no features for {sorted(set(extra))[:10]}")
         vocab = names + [n for n in new_features if n not in names]
-        feats = np.concatenate([self.comp_feats, np.stack([new_features[n] for n in vocab[len(names):]])]) \
-            if len(vocab) > len(names) else self.comp_feats
+        feats = (
+            np.concatenate(
+                [self.comp_feats, np.stack([new_features[n] for n in vocab[len(names) :]])]
+            )
+            if len(vocab) > len(names)
+            else self.comp_feats
+        )
         gene_of = {g: i for i, g in enumerate(self.genes)}
-        comp_gene = np.array(self.meta["comp_gene"] + [gene_of.get(n, -1) if self.spec.kind == "identity" else -1
-                                                      for n in vocab[len(names):]], dtype=np.int64)
+        comp_gene = np.array(
+            self.meta["comp_gene"]
+            + [
+                gene_of.get(n, -1) if self.spec.kind == "identity" else -1
+                for n in vocab[len(names) :]
+            ],
+            dtype=np.int64,
+        )
         C = max(1, max(len(c) for c in components))
         idx = -np.ones((len(components), C), np.int64)
         dz = np.zeros((len(components), C))
@@ -126,11 +148,18 @@ class GimRun:
                 idx[k, c] = pos[n]
                 dz[k, c] = x
         cov = covariate_onehot(cov_values, self.cov_keys, self.meta["covariates"]["categories"])
-        return context_batch(feats, idx, dose_transform(dz, self.meta["dose_scale"]), cov, comp_gene)
+        return context_batch(
+            feats, idx, dose_transform(dz, self.meta["dose_scale"]), cov, comp_gene
+        )
 
     @torch.no_grad()
-    def interventions(self, requests: pd.DataFrame, new_features: dict[str, np.ndarray] | None = None,
-                      *, use_posterior: bool = True) -> Interventions:
+    def interventions(
+        self,
+        requests: pd.DataFrame,
+        new_features: dict[str, np.ndarray] | None = None,
+        *,
+        use_posterior: bool = True,
+    ) -> Interventions:
         """Per request (condition, dose, <covariates>) and component: target probability and shift.
 
         A request that is a training context takes that context's exact posterior; otherwise each
@@ -149,7 +178,9 @@ class GimRun:
             cov_rows = self._cov_tuples(requests)
             for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
                 i = whole.get((tuple(cl), tuple(np.round(dl, 9)), covs))
-                if i is not None and len(cl) > 1:  # a measured combination: its own posterior on component 0
+                if (
+                    i is not None and len(cl) > 1
+                ):  # a measured combination: its own posterior on component 0
                     prob[k], shift[k] = 0.0, 0.0
                     prob[k, 0], shift[k, 0], spike[k, 0] = self._posterior_of(i)
                     continue
@@ -176,8 +207,9 @@ class GimRun:
         whole, single = {}, {}
         tc = self.contexts
         cov_rows = self._cov_tuples(tc)
-        for i, (cond, dose, is_ctrl, covs) in enumerate(zip(tc["condition"], tc["dose"], tc["is_control"], cov_rows,
-                                                            strict=True)):
+        for i, (cond, dose, is_ctrl, covs) in enumerate(
+            zip(tc["condition"], tc["dose"], tc["is_control"], cov_rows, strict=True)
+        ):
             if is_ctrl:
                 continue
             cl = split_components(str(cond))
@@ -229,33 +261,56 @@ class GimRun:
             )
         want = meta.get("weights_sha256")
         if want is not None and file_sha256(w_p) != want:
-            raise ModelError(f"{w_p}: does not match {meta_p.name} (SHA-256 differs): the run directory is "
-                             "incomplete, was replaced halfway or was modified; restore it or retrain")
+            raise ModelError(
+                f"{w_p}: does not match {meta_p.name} (SHA-256 differs): the run directory is "
+                "incomplete, was replaced halfway or was modified; restore it or retrain"
+            )
         try:
             t = torch.load(w_p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:  # weights_only refused an object: never unpickle it
-            raise ModelError(f"{w_p}: holds pickled objects other than tensors; refused, since loading it "
-                             f"could run code ({weights_only_reason(e)})") from e
+            raise ModelError(
+                f"{w_p}: holds pickled objects other than tensors; refused, since loading it "
+                f"could run code ({weights_only_reason(e)})"
+            ) from e
         except Exception as e:  # truncated file, wrong format
-            raise ModelError(f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+            raise ModelError(
+                f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            ) from e
         if not isinstance(t, dict):
             raise ModelError(f"{w_p}: expected a dict of tensors")
         try:
             cfg = TrainConfig.from_dict(meta["config"])
             d = len(meta["preprocess"]["genes"])
-            module = GIMModule(d, int(meta["n_features"]), int(meta["n_cov"]), hidden=cfg.hidden,
-                               n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response,
-                               shift_sd=cfg.shift_sd, spike_sd=cfg.spike_sd)
-            module.load_state_dict({k[len("module."):]: v for k, v in t.items() if k.startswith("module.")})
-            run = cls(module=module.to("cpu", torch.float32).eval(), meta=meta, comp_feats=t["comp_feats"].numpy(),
-                      std_mean=t["std_mean"].numpy(), std_sd=t["std_sd"].numpy(),
-                      posterior=t["posterior"].numpy() if "posterior" in t else None,
-                      posterior_shift=t["posterior_shift"].numpy() if "posterior_shift" in t else None,
-                      posterior_spike=t["posterior_spike"].numpy() if "posterior_spike" in t else None,
-                      ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,
-                      ref_group=t["ref_group"].numpy() if "ref_group" in t else None)
+            module = GIMModule(
+                d,
+                int(meta["n_features"]),
+                int(meta["n_cov"]),
+                hidden=cfg.hidden,
+                n_layers=cfg.n_layers,
+                fix_graph=cfg.fix_graph,
+                dose_response=cfg.dose_response,
+                shift_sd=cfg.shift_sd,
+                spike_sd=cfg.spike_sd,
+            )
+            module.load_state_dict(
+                {k[len("module.") :]: v for k, v in t.items() if k.startswith("module.")}
+            )
+            run = cls(
+                module=module.to("cpu", torch.float32).eval(),
+                meta=meta,
+                comp_feats=t["comp_feats"].numpy(),
+                std_mean=t["std_mean"].numpy(),
+                std_sd=t["std_sd"].numpy(),
+                posterior=t["posterior"].numpy() if "posterior" in t else None,
+                posterior_shift=t["posterior_shift"].numpy() if "posterior_shift" in t else None,
+                posterior_spike=t["posterior_spike"].numpy() if "posterior_spike" in t else None,
+                ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,
+                ref_group=t["ref_group"].numpy() if "ref_group" in t else None,
+            )
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
-            raise ModelError(f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})") from e
+            raise ModelError(
+                f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})"
+            ) from e
         return run
 
 

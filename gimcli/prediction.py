@@ -52,22 +52,30 @@ def build_requests(
         names = df["name"].astype(str).str.strip()
         if spec.kind == "smiles":
             if "smiles" not in df.columns:
-                raise InputError("the features CSV needs a 'smiles' column (the model was trained on SMILES)")
+                raise InputError(
+                    "the features CSV needs a 'smiles' column (the model was trained on SMILES)"
+                )
             table = dict(zip(names, df["smiles"], strict=True))
             new_feats = spec.featurize_smiles({n: s for n, s in table.items()})
         elif spec.kind == "numeric":
             miss = [c for c in spec.columns if c not in df.columns]
             if miss:
-                raise InputError(f"the features CSV lacks feature column(s) {miss} used in training")
+                raise InputError(
+                    f"the features CSV lacks feature column(s) {miss} used in training"
+                )
             vals = df[spec.columns].apply(pd.to_numeric, errors="coerce")
             bad = names[vals.isna().any(axis=1)].tolist()
             if bad:
                 raise InputError(f"non-numeric or empty feature values for {bad[:10]}")
-            new_feats = spec.featurize_numeric({n: v for n, v in zip(names, vals.to_numpy(np.float32), strict=True)})
+            new_feats = spec.featurize_numeric(
+                {n: v for n, v in zip(names, vals.to_numpy(np.float32), strict=True)}
+            )
         else:
             unknown = sorted(set(names) - set(spec.components))
             if unknown:
-                raise InputError(f"identity features only cover training perturbations; unknown: {unknown[:10]}")
+                raise InputError(
+                    f"identity features only cover training perturbations; unknown: {unknown[:10]}"
+                )
         req = pd.DataFrame({"condition": names})
         if "dose" in df.columns and uses_dose:
             req["dose"] = df["dose"].astype(str).to_numpy()
@@ -79,7 +87,9 @@ def build_requests(
         known = set(spec.components)
         unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
         if unknown:
-            raise InputError(f"--conditions: perturbation(s) {unknown[:10]} not in training; give their features with --features")
+            raise InputError(
+                f"--conditions: perturbation(s) {unknown[:10]} not in training; give their features with --features"
+            )
     if uses_dose and "dose" not in req.columns:
         if not doses:
             raise InputError("the model was trained with doses: give --doses or a 'dose' column")
@@ -88,7 +98,9 @@ def build_requests(
         req["dose"] = "1"
     # canonical dose strings (one number per component)
     req["dose"] = [
-        COMBO_SEP.join(format_dose(x) for x in parse_dose(d, len(split_components(c)), column="dose"))
+        COMBO_SEP.join(
+            format_dose(x) for x in parse_dose(d, len(split_components(c)), column="dose")
+        )
         for c, d in zip(req["condition"], req["dose"], strict=True)
     ]
     covariates = dict(covariates or {})
@@ -103,7 +115,9 @@ def build_requests(
     return req[["condition", "dose", *cov_keys]].reset_index(drop=True), new_feats
 
 
-def applicability(run: GimRun, requests: pd.DataFrame, new_feats: dict[str, np.ndarray]) -> pd.DataFrame:
+def applicability(
+    run: GimRun, requests: pd.DataFrame, new_feats: dict[str, np.ndarray]
+) -> pd.DataFrame:
     """Per request: the lowest, over its components, of the similarity to the nearest training
     component, and that nearest component."""
     spec = run.spec
@@ -161,7 +175,9 @@ def predict(
         # cells keeps their real (sparse, non-Gaussian) noise; only the intervention is modelled.
         rng = np.random.default_rng(seed)
         by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
-        rows = np.concatenate([rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g])
+        rows = np.concatenate(
+            [rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g]
+        )
         shift = sem.propagate(u_cells).numpy() * sd_g
         cells = run.ref_cells[rows] + shift[reps]
     else:
@@ -173,8 +189,13 @@ def predict(
     app = applicability(run, requests, new_feats)
     low = app["similarity"] < LOW_SIMILARITY[run.spec.kind]
     if low.any():
-        log.warning("%d of %d predicted perturbation(s) are far from every training perturbation "
-                    "(similarity < %.2f); treat them as extrapolations", int(low.sum()), K, LOW_SIMILARITY[run.spec.kind])
+        log.warning(
+            "%d of %d predicted perturbation(s) are far from every training perturbation "
+            "(similarity < %.2f); treat them as extrapolations",
+            int(low.sum()),
+            K,
+            LOW_SIMILARITY[run.spec.kind],
+        )
     labels = [context_label(r, cov_keys) for _, r in requests.iterrows()]
     obs = requests.iloc[reps].reset_index(drop=True).copy()
     obs[_keys.OBS_SIMILARITY] = app["similarity"].to_numpy()[reps]
@@ -194,9 +215,17 @@ def predict(
         "conditions": conds,
         "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
         "target_prob": pd.DataFrame(pi_any, index=labels, columns=run.genes),
-        "params": {"n_cells": n_cells, "seed": seed, "map_targets": map_targets,
-                   "noise": noise if run.ref_cells is not None else "gaussian"},
-        "model": {"seed": run.meta["seed"], "input": run.meta.get("input", {}), "config": run.meta["config"]},
+        "params": {
+            "n_cells": n_cells,
+            "seed": seed,
+            "map_targets": map_targets,
+            "noise": noise if run.ref_cells is not None else "gaussian",
+        },
+        "model": {
+            "seed": run.meta["seed"],
+            "input": run.meta.get("input", {}),
+            "config": run.meta["config"],
+        },
         "versions": versions(),
     }
     return out

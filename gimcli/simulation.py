@@ -48,7 +48,14 @@ BUILTIN_SMILES = {
 }
 
 
-def random_graph(d: int, rng: np.random.Generator, *, kind: str = "cyclic", degree: float = 1.5, max_radius: float = 0.7) -> np.ndarray:
+def random_graph(
+    d: int,
+    rng: np.random.Generator,
+    *,
+    kind: str = "cyclic",
+    degree: float = 1.5,
+    max_radius: float = 0.7,
+) -> np.ndarray:
     """B[j, i] = effect of gene i on gene j; about `degree` parents per gene."""
     p = min(1.0, degree / max(d - 1, 1))
     mask = rng.random((d, d)) < p
@@ -103,7 +110,9 @@ def simulate(
     import anndata as ad
 
     if n_combos > n_drugs * (n_drugs - 1) // 2:
-        raise ValueError(f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} exist")
+        raise ValueError(
+            f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} exist"
+        )
     rng = np.random.default_rng(seed)
     d = n_genes
     genes = [f"G{j:0{len(str(d - 1))}d}" for j in range(d)]
@@ -162,7 +171,9 @@ def simulate(
                 u += shift
                 for j in np.flatnonzero(Z[k]):
                     truth.append((cond, dose_s, line, names[k], genes[j], float(shift[j])))
-            cond_rows.append((cond, dose_s if comps else "0", line, li, n_control if not comps else n_cells))
+            cond_rows.append(
+                (cond, dose_s if comps else "0", line, li, n_control if not comps else n_cells)
+            )
     sizes = np.array([r[4] for r in cond_rows])
     cell_cond = np.repeat(np.arange(len(cond_rows)), sizes)
     cell_line = np.array([r[3] for r in cond_rows])[cell_cond]
@@ -184,7 +195,9 @@ def simulate(
     X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
 
     ctab = pd.DataFrame([r[:3] for r in cond_rows], columns=["condition", "dose", "cell_line"])
-    obs = pd.DataFrame({c: pd.Categorical.from_codes(*_codes(ctab[c].to_numpy(), cell_cond)) for c in ctab})
+    obs = pd.DataFrame(
+        {c: pd.Categorical.from_codes(*_codes(ctab[c].to_numpy(), cell_cond)) for c in ctab}
+    )
     obs.index = pd.Index(np.char.add("cell", np.arange(len(obs)).astype(str)).astype(object))
     if features == "smiles":
         smi = {n: (smiles or BUILTIN_SMILES)[n] for n in names}
@@ -201,20 +214,37 @@ def simulate(
         for f in range(F.shape[1]):
             obs[f"f{f}"] = Fc[cell_cond, f]
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
-    tt = pd.DataFrame(truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"])
+    tt = pd.DataFrame(
+        truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"]
+    )
     adata.uns[_keys.UNS_TRUTH] = {
         "B": B.astype(np.float32),
         "targets": tt,
         "drug_targets": pd.DataFrame(
-            [(names[k], genes[j], float(M[k, j])) for k in range(n_drugs) for j in np.flatnonzero(Z[k])],
+            [
+                (names[k], genes[j], float(M[k, j]))
+                for k in range(n_drugs)
+                for j in np.flatnonzero(Z[k])
+            ],
             columns=["component", "gene", "max_shift"],
         ),
         "ec50": dict(zip(names, ec50.tolist(), strict=True)),
         "params": {
-            "n_genes": n_genes, "n_drugs": n_drugs, "doses": list(doses), "n_cells": n_cells,
-            "n_control": n_control, "n_combos": n_combos, "n_cell_lines": n_cell_lines, "graph": graph,
-            "degree": degree, "n_targets": n_targets, "features": features, "counts": counts,
-            "noise": noise, "library_size": library_size, "seed": seed,
+            "n_genes": n_genes,
+            "n_drugs": n_drugs,
+            "doses": list(doses),
+            "n_cells": n_cells,
+            "n_control": n_control,
+            "n_combos": n_combos,
+            "n_cell_lines": n_cell_lines,
+            "graph": graph,
+            "degree": degree,
+            "n_targets": n_targets,
+            "features": features,
+            "counts": counts,
+            "noise": noise,
+            "library_size": library_size,
+            "seed": seed,
         },
     }
     return adata

@@ -31,11 +31,35 @@ def sim_cache(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("sim")
     return {
         # drugs by SMILES, 2 doses, pairs, 2 cell lines: exercises every code path of train/predict
-        "smiles": _write(simulate(n_genes=12, n_drugs=6, doses=(10.0, 1000.0), n_cells=30, n_control=120,
-                                  n_combos=2, n_cell_lines=2, features="smiles", seed=1), d / "smiles.h5ad"),
+        "smiles": _write(
+            simulate(
+                n_genes=12,
+                n_drugs=6,
+                doses=(10.0, 1000.0),
+                n_cells=30,
+                n_control=120,
+                n_combos=2,
+                n_cell_lines=2,
+                features="smiles",
+                seed=1,
+            ),
+            d / "smiles.h5ad",
+        ),
         # numeric features, raw counts
-        "counts": _write(simulate(n_genes=15, n_drugs=5, doses=(100.0,), n_cells=40, n_control=150,
-                                  features="numeric", n_features=4, counts=True, seed=2), d / "counts.h5ad"),
+        "counts": _write(
+            simulate(
+                n_genes=15,
+                n_drugs=5,
+                doses=(100.0,),
+                n_cells=40,
+                n_control=150,
+                features="numeric",
+                n_features=4,
+                counts=True,
+                seed=2,
+            ),
+            d / "counts.h5ad",
+        ),
     }
 
 

@@ -13,8 +13,16 @@ TRAIN_ARGS = ["--dose-key", "dose", "--feature-keys", "f0,f1,f2", "-q"]
 def tiny_screen(seed: int = 3):
     from gimcli.simulation import simulate
 
-    return simulate(n_genes=8, n_drugs=4, doses=(100.0,), n_cells=20, n_control=60, features="numeric",
-                    n_features=3, seed=seed)
+    return simulate(
+        n_genes=8,
+        n_drugs=4,
+        doses=(100.0,),
+        n_cells=20,
+        n_control=60,
+        features="numeric",
+        n_features=3,
+        seed=seed,
+    )
 
 
 def write_tiny(path: Path, seed: int = 3) -> Path:

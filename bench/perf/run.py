@@ -32,8 +32,11 @@ DOSES = "10,100,1000,10000"
 N_LINES = 3
 N_FEATURES = 8  # numeric drug features f0..f7 (SMILES would cap the drugs at the built-in list)
 # Vendor dense peaks (TFLOP/s, SXM) to put the measured matmul peak in context.
-SPEC_TFLOPS = {"H100": {"fp32": 67, "tf32": 494.7, "bf16": 989.4}, "H200": {"fp32": 67, "tf32": 494.7, "bf16": 989.4},
-               "A100": {"fp32": 19.5, "tf32": 156, "bf16": 312}}
+SPEC_TFLOPS = {
+    "H100": {"fp32": 67, "tf32": 494.7, "bf16": 989.4},
+    "H200": {"fp32": 67, "tf32": 494.7, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156, "bf16": 312},
+}
 
 
 def screen_shape(cells: int, conditions: int) -> dict:
@@ -49,10 +52,33 @@ def screen_shape(cells: int, conditions: int) -> dict:
 def generate(path: Path, cells: int, genes: int, conditions: int, seed: int) -> dict:
     shape = screen_shape(cells, conditions)
     if not path.exists():
-        cmd = [sys.executable, "-m", "gimcli", "simulate", "--out", str(path), "--n-genes", str(genes),
-               "--n-drugs", str(shape["n_drugs"]), "--doses", DOSES, "--n-cells", str(shape["n_cells"]),
-               "--n-control", str(shape["n_control"]), "--n-cell-lines", str(N_LINES), "--counts",
-               "--library-size", str(genes // 2), "--features", "numeric", "--seed", str(seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gimcli",
+            "simulate",
+            "--out",
+            str(path),
+            "--n-genes",
+            str(genes),
+            "--n-drugs",
+            str(shape["n_drugs"]),
+            "--doses",
+            DOSES,
+            "--n-cells",
+            str(shape["n_cells"]),
+            "--n-control",
+            str(shape["n_control"]),
+            "--n-cell-lines",
+            str(N_LINES),
+            "--counts",
+            "--library-size",
+            str(genes // 2),
+            "--features",
+            "numeric",
+            "--seed",
+            str(seed),
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True)
         shape["simulate_seconds"] = time.perf_counter() - t
@@ -67,20 +93,54 @@ def csr_bytes(path: Path) -> dict:
         X = f["X"]
         n_obs, n_vars = (int(v) for v in X.attrs["shape"])
         nnz = int(X["data"].shape[0])
-    return {"n_obs": n_obs, "n_vars": n_vars, "nnz": nnz, "csr_bytes": nnz * 8 + (n_obs + 1) * 8,
-            "file_bytes": path.stat().st_size}
+    return {
+        "n_obs": n_obs,
+        "n_vars": n_vars,
+        "nnz": nnz,
+        "csr_bytes": nnz * 8 + (n_obs + 1) * 8,
+        "file_bytes": path.stat().st_size,
+    }
 
 
 def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
     """`gim train --json` in a fresh process tree; returns (summary, wall s, peak RSS bytes, CPU s)."""
     feats = ",".join(f"f{i}" for i in range(N_FEATURES))
-    gim = ["-m", "gimcli", "train", str(data), "--out", str(out), "--dose-key", "dose", "--covariate-keys",
-           "cell_line", "--feature-keys", feats, "--steps", str(args.steps), "--device", args.device,
-           "--precision", args.precision, "--batching", args.batching, "--json", "--overwrite", "-q"]
+    gim = [
+        "-m",
+        "gimcli",
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--dose-key",
+        "dose",
+        "--covariate-keys",
+        "cell_line",
+        "--feature-keys",
+        feats,
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--batching",
+        args.batching,
+        "--json",
+        "--overwrite",
+        "-q",
+    ]
     if args.backed:
         gim.append("--backed")
     if args.nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), *gim]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(args.nproc),
+            *gim,
+        ]
     else:
         cmd = [sys.executable, *gim]
     t = time.perf_counter()
@@ -155,15 +215,32 @@ def analyse(summary: dict, meta: dict, wall: float, rss: int, csr: dict, args) -
     steps_s = (last["step"] - half["step"]) / max(last["seconds"] - half["seconds"], 1e-9)
     best = next((r for r in hist if r["step"] == tr["best_step"]), last)
     res = {
-        "cells": csr["n_obs"], "genes_in": csr["n_vars"], "genes": d, "contexts": K, "nnz": csr["nnz"],
-        "device": tr["device"], "precision": args.precision, "batching": args.batching, "nproc": args.nproc,
-        "backed": args.backed, "steps_run": tr["steps_run"], "best_step": tr["best_step"],
-        "wall_s": wall, **{f"{k}_s": v for k, v in summary["timings"].items()},
-        "steps_per_s": steps_s, "cells_per_step": cells_per_step, "cells_per_s": steps_s * cells_per_step,
-        "time_to_best_s": best["seconds"], "best_val_nll": tr["best_val_nll"],
-        "peak_rss_bytes": rss, "csr_bytes": csr["csr_bytes"], "rss_over_csr": rss / csr["csr_bytes"],
-        "import_rss_bytes": args.base_rss, "data_rss_over_csr": (rss - args.base_rss) / csr["csr_bytes"],
-        "file_bytes": csr["file_bytes"], "peak_gpu_bytes": tr.get("peak_gpu_bytes"),
+        "cells": csr["n_obs"],
+        "genes_in": csr["n_vars"],
+        "genes": d,
+        "contexts": K,
+        "nnz": csr["nnz"],
+        "device": tr["device"],
+        "precision": args.precision,
+        "batching": args.batching,
+        "nproc": args.nproc,
+        "backed": args.backed,
+        "steps_run": tr["steps_run"],
+        "best_step": tr["best_step"],
+        "wall_s": wall,
+        **{f"{k}_s": v for k, v in summary["timings"].items()},
+        "steps_per_s": steps_s,
+        "cells_per_step": cells_per_step,
+        "cells_per_s": steps_s * cells_per_step,
+        "time_to_best_s": best["seconds"],
+        "best_val_nll": tr["best_val_nll"],
+        "peak_rss_bytes": rss,
+        "csr_bytes": csr["csr_bytes"],
+        "rss_over_csr": rss / csr["csr_bytes"],
+        "import_rss_bytes": args.base_rss,
+        "data_rss_over_csr": (rss - args.base_rss) / csr["csr_bytes"],
+        "file_bytes": csr["file_bytes"],
+        "peak_gpu_bytes": tr.get("peak_gpu_bytes"),
     }
     flops = step_flops(d, K, cells_per_step, args.batching) * steps_s
     res["train_tflops"] = flops / 1e12
@@ -179,66 +256,98 @@ def machine(args) -> dict:
 
     cpu = platform.processor()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     from gimcli.gimrun import versions
 
     v = versions()
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": round(mem / 2**30, 1), "gpu": gpu,
-            **{k: v[k] for k in ("python", "torch", "numpy", "scipy", "anndata", "scanpy")},
-            "gimcli": v["gim"], "commit": commit, "note": args.note,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gib": round(mem / 2**30, 1),
+        "gpu": gpu,
+        **{k: v[k] for k in ("python", "torch", "numpy", "scipy", "anndata", "scanpy")},
+        "gimcli": v["gim"],
+        "commit": commit,
+        "note": args.note,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def write_results(path: Path, rows: list[dict]) -> None:
     gb = 2**30
-    lines = ["# gim performance benchmark", "",
-             "Made by `bench/perf/run.py` from `results.jsonl` (one line per run; rerun to add rows).",
-             "Screens: `gim simulate --counts`, 3 cell lines x 4 doses, ~5% controls, numeric drug features;",
-             "`train` with default config unless noted. Times in seconds; `prepare` = preprocess + statistics;",
-             "`cells/s` = training cells whose statistics enter a step x steps/s (steady state, 2nd half);",
-             "`to best` = time to the best validation step; RSS = peak of the train process;",
-             "CSR = the file's X as float32 CSR in memory; `(RSS - imports)/CSR` discounts the RSS of a",
-             "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.",
-             "`CPU time` = user + system seconds of the train process: on a shared machine, a better guide",
-             "than wall time to what a quiet one needs. TFLOP/s counts the step's matmuls and slogdet only.", "",
-             "Rerun (quiet 2-core CPU, then one GPU):", "",
-             "    python bench/perf/run.py --cells 50000 --genes 1000 --conditions 500 --label 'CPU target'",
-             "    python bench/perf/run.py --cells 50000,300000,1000000 --genes 2000 --conditions 2000 \\",
-             "        --device cuda --precision tf32 --label 'GPU targets'", ""]
-    hdr = ("| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching | procs | steps "
-           "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
-           "| TFLOP/s (ratio to matmul peak) |")
+    lines = [
+        "# gim performance benchmark",
+        "",
+        "Made by `bench/perf/run.py` from `results.jsonl` (one line per run; rerun to add rows).",
+        "Screens: `gim simulate --counts`, 3 cell lines x 4 doses, ~5% controls, numeric drug features;",
+        "`train` with default config unless noted. Times in seconds; `prepare` = preprocess + statistics;",
+        "`cells/s` = training cells whose statistics enter a step x steps/s (steady state, 2nd half);",
+        "`to best` = time to the best validation step; RSS = peak of the train process;",
+        "CSR = the file's X as float32 CSR in memory; `(RSS - imports)/CSR` discounts the RSS of a",
+        "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.",
+        "`CPU time` = user + system seconds of the train process: on a shared machine, a better guide",
+        "than wall time to what a quiet one needs. TFLOP/s counts the step's matmuls and slogdet only.",
+        "",
+        "Rerun (quiet 2-core CPU, then one GPU):",
+        "",
+        "    python bench/perf/run.py --cells 50000 --genes 1000 --conditions 500 --label 'CPU target'",
+        "    python bench/perf/run.py --cells 50000,300000,1000000 --genes 2000 --conditions 2000 \\",
+        "        --device cuda --precision tf32 --label 'GPU targets'",
+        "",
+    ]
+    hdr = (
+        "| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching | procs | steps "
+        "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
+        "| TFLOP/s (ratio to matmul peak) |"
+    )
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for r in rows:
         m, x = r["machine"], r["result"]
-        mach = f"{m['gpu'] or m['cpu']}, {m['cores']} cores" + (f" ({m['note']})" if m.get("note") else "")
+        mach = f"{m['gpu'] or m['cpu']}, {m['cores']} cores" + (
+            f" ({m['note']})" if m.get("note") else ""
+        )
         gpu = f"{x['peak_gpu_bytes'] / gb:.1f}" if x.get("peak_gpu_bytes") else "-"
-        fl = f"{x['train_tflops']:.3g}" + (f" ({x['flops_ratio']:.0%})" if x.get("flops_ratio") else "")
+        fl = f"{x['train_tflops']:.3g}" + (
+            f" ({x['flops_ratio']:.0%})" if x.get("flops_ratio") else ""
+        )
         lines.append(
             f"| {m['date']} | {mach} | {r.get('label', '')} | {x['cells']:,} x {x['genes_in']:,} ({x['genes']:,}) "
             f"| {x['contexts']:,} | {x['device']} | {x['precision']} | {x['batching']} | {x['nproc']} "
             f"| {x['steps_run']} | {x['wall_s']:.1f} | {x.get('cpu_s', float('nan')):.0f} | {x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
             f"| {x['write_s']:.1f} | {x['time_to_best_s']:.1f} | {x['cells_per_s']:,.0f} | {x['peak_rss_bytes'] / gb:.2f} "
-            f"| {x['csr_bytes'] / gb:.2f} | {x['data_rss_over_csr']:.2f} | {gpu} | {fl} |")
+            f"| {x['csr_bytes'] / gb:.2f} | {x['data_rss_over_csr']:.2f} | {gpu} | {fl} |"
+        )
     lines += ["", "Versions of each run:", ""]
     for r in rows:
         m = r["machine"]
-        lines.append(f"- {m['date']}: commit {m['commit']}, python {m['python']}, torch {m['torch']}, "
-                     f"numpy {m['numpy']}, scipy {m['scipy']}, anndata {m['anndata']}, scanpy {m['scanpy']}; "
-                     f"{m['cpu']}, {m['ram_gib']} GiB RAM")
+        lines.append(
+            f"- {m['date']}: commit {m['commit']}, python {m['python']}, torch {m['torch']}, "
+            f"numpy {m['numpy']}, scipy {m['scipy']}, anndata {m['anndata']}, scanpy {m['scanpy']}; "
+            f"{m['cpu']}, {m['ram_gib']} GiB RAM"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cells", default="50000", help="comma list of cell counts")
     ap.add_argument("--genes", type=int, default=1000)
-    ap.add_argument("--conditions", type=int, default=500, help="perturbed conditions (drug x dose x line)")
+    ap.add_argument(
+        "--conditions", type=int, default=500, help="perturbed conditions (drug x dose x line)"
+    )
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
@@ -246,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backed", action="store_true")
     ap.add_argument("--nproc", type=int, default=1, help="processes under torchrun")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=REPO / "bench" / "perf" / "_work", help="data and runs (large)")
+    ap.add_argument(
+        "--work", type=Path, default=REPO / "bench" / "perf" / "_work", help="data and runs (large)"
+    )
     ap.add_argument("--note", default="", help="e.g. 'shared machine'")
     ap.add_argument("--label", default="")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
@@ -265,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         res = analyse(summary, meta, wall, rss, csr, args)
         res["simulate_s"] = shape.get("simulate_seconds")
         res["cpu_s"] = cpu
-        row = {"machine": mach, "label": args.label, "args": {k: str(v) for k, v in vars(args).items()}, "result": res}
+        row = {
+            "machine": mach,
+            "label": args.label,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "result": res,
+        }
         with open(jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(res, indent=1))

@@ -31,9 +31,14 @@ def headline(res: dict) -> dict:
         return rows[0] if rows else {}
 
     out = {}
-    for bench, k, label in (("sim", "unseen dose", "sim dose"), ("sim", "unseen combination", "sim pairs"),
-                            ("sim", "unseen drug", "sim drugs"), ("norman", "held-out pair (K562)", "Norman pairs"),
-                            ("sciplex", "unseen dose", "sci-Plex dose"), ("sciplex", "unseen drug", "sci-Plex drugs")):
+    for bench, k, label in (
+        ("sim", "unseen dose", "sim dose"),
+        ("sim", "unseen combination", "sim pairs"),
+        ("sim", "unseen drug", "sim drugs"),
+        ("norman", "held-out pair (K562)", "Norman pairs"),
+        ("sciplex", "unseen dose", "sci-Plex dose"),
+        ("sciplex", "unseen drug", "sci-Plex drugs"),
+    ):
         g = kind(bench, k, "gim")
         out[f"{label} R²"] = g.get("r2_mean")
         out[f"{label} energy"] = g.get("energy_distance")
@@ -56,14 +61,21 @@ def main() -> int:
         run_all.main(argv)
         rows[name] = headline(json.loads(out.with_suffix(".json").read_text()))
     cols = list(next(iter(rows.values())))
-    lines = ["# Ablations", "",
-             f"`python bench/studies/ablations.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): benchmarks 1, 2 "
-             "and 4 of bench/RESULTS.md rerun with one TrainConfig change each (full tables in bench/ablations/). "
-             "R² and energy distance of GIM on held-out contexts; target and graph AUROC/AUPRC on training contexts "
-             "(simulated: mean over the 4 systems).", "",
-             "| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines = [
+        "# Ablations",
+        "",
+        f"`python bench/studies/ablations.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): benchmarks 1, 2 "
+        "and 4 of bench/RESULTS.md rerun with one TrainConfig change each (full tables in bench/ablations/). "
+        "R² and energy distance of GIM on held-out contexts; target and graph AUROC/AUPRC on training contexts "
+        "(simulated: mean over the 4 systems).",
+        "",
+        "| variant | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join("–" if r[c] is None else f"{r[c]:.3f}" for c in cols) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join("–" if r[c] is None else f"{r[c]:.3f}" for c in cols) + " |"
+        )
     (HERE / "ABLATIONS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'ABLATIONS.md'}", file=sys.stderr)
     return 0

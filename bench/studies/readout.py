@@ -36,27 +36,57 @@ def main(systems=(("dag", 0), ("dag", 1), ("cyclic", 0), ("cyclic", 1))):
     setup()
     rows = []
     for graph, seed in systems:
-        a = simulate(n_genes=20, n_drugs=12, doses=(10.0, 100.0, 1000.0), n_cells=60, n_control=300, n_combos=6,
-                     graph=graph, seed=seed)
+        a = simulate(
+            n_genes=20,
+            n_drugs=12,
+            doses=(10.0, 100.0, 1000.0),
+            n_cells=60,
+            n_control=300,
+            n_combos=6,
+            graph=graph,
+            seed=seed,
+        )
         m = train_mask(a.obs, Holdout(combinations=["all"], doses=[100.0]), dose_key="dose")
-        run, _ = train(a, dose_key="dose", feature_keys=[f"f{i}" for i in range(8)], config=TrainConfig(steps=1200, seed=seed),
-                       device="cpu", train_mask=m)
+        run, _ = train(
+            a,
+            dose_key="dose",
+            feature_keys=[f"f{i}" for i in range(8)],
+            config=TrainConfig(steps=1200, seed=seed),
+            device="cpu",
+            train_mask=m,
+        )
         test = a[~m]
         table, cell = context_cells(test.obs, run)
         X = log_expression(test, run)
         y = np.stack([np.asarray(X[cell == k].mean(0)).ravel() for k in range(len(table))])
-        res = evaluate(run, test, train=a[m], methods=("additive", "ridge"), seed=0).summary["per_context"]
+        res = evaluate(run, test, train=a[m], methods=("additive", "ridge"), seed=0).summary[
+            "per_context"
+        ]
         base = pd.DataFrame(res).set_index(["condition", "dose", "method"])["mse"]
         for name, mp in (("E[u]", False), ("MAP", True)):
             P = means(run, table, map_targets=mp)
             for k, r in table.iterrows():
                 kind = "pair" if "+" in r["condition"] else "dose"
-                rows.append({"system": f"{graph}/{seed}", "kind": kind, "readout": name, "mse": mse(y[k], P[k]),
-                             "r2": r2_mean(y[k], P[k]), "additive_mse": base.get((r["condition"], r["dose"], "additive")),
-                             "ridge_mse": base.get((r["condition"], r["dose"], "ridge"))})
+                rows.append(
+                    {
+                        "system": f"{graph}/{seed}",
+                        "kind": kind,
+                        "readout": name,
+                        "mse": mse(y[k], P[k]),
+                        "r2": r2_mean(y[k], P[k]),
+                        "additive_mse": base.get((r["condition"], r["dose"], "additive")),
+                        "ridge_mse": base.get((r["condition"], r["dose"], "ridge")),
+                    }
+                )
     df = pd.DataFrame(rows)
-    print(df.groupby(["kind", "readout"])[["mse", "r2", "additive_mse", "ridge_mse"]].mean().to_string())
-    print(df.groupby(["system", "kind", "readout"])[["mse", "r2", "additive_mse"]].mean().to_string())
+    print(
+        df.groupby(["kind", "readout"])[["mse", "r2", "additive_mse", "ridge_mse"]]
+        .mean()
+        .to_string()
+    )
+    print(
+        df.groupby(["system", "kind", "readout"])[["mse", "r2", "additive_mse"]].mean().to_string()
+    )
 
 
 if __name__ == "__main__":

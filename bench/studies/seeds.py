@@ -31,18 +31,34 @@ def main() -> int:
             by = {r["method"]: r for r in res[bench]["by_kind"] if r["kind"] == kind}
             row = {"seed": seed, "benchmark": f"{bench}: {kind}"}
             for m, best in METRICS.items():
-                base = {k: v[m] for k, v in by.items() if k != "gim" and v[m] is not None and v[m] == v[m]}
+                base = {
+                    k: v[m]
+                    for k, v in by.items()
+                    if k != "gim" and v[m] is not None and v[m] == v[m]
+                }
                 name = best(base, key=base.get)
                 row[m] = f"{by['gim'][m]:.4f} vs {name} {base[name]:.4f}"
-                row[f"{m}_ok"] = (by["gim"][m] >= base[name]) if best is max else (by["gim"][m] <= base[name])
+                row[f"{m}_ok"] = (
+                    (by["gim"][m] >= base[name]) if best is max else (by["gim"][m] <= base[name])
+                )
             rows.append(row)
-    lines = ["# Seeds", "", f"`python bench/studies/seeds.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): "
-             "benchmarks 2 and 4 with training seeds " + ", ".join(map(str, SEEDS)) + " (the GIM and the B = 0 GIM are "
-             "retrained; data, split and the other baselines are fixed). GIM vs the best baseline of that run.", "",
-             "| benchmark | seed | R² (GIM vs best) | GIM >= best | energy (GIM vs best) | GIM <= best |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Seeds",
+        "",
+        f"`python bench/studies/seeds.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): "
+        "benchmarks 2 and 4 with training seeds "
+        + ", ".join(map(str, SEEDS))
+        + " (the GIM and the B = 0 GIM are "
+        "retrained; data, split and the other baselines are fixed). GIM vs the best baseline of that run.",
+        "",
+        "| benchmark | seed | R² (GIM vs best) | GIM >= best | energy (GIM vs best) | GIM <= best |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r["benchmark"], r["seed"])):
-        lines.append(f"| {r['benchmark']} | {r['seed']} | {r['r2_mean']} | {'yes' if r['r2_mean_ok'] else 'no'} | "
-                     f"{r['energy_distance']} | {'yes' if r['energy_distance_ok'] else 'no'} |")
+        lines.append(
+            f"| {r['benchmark']} | {r['seed']} | {r['r2_mean']} | {'yes' if r['r2_mean_ok'] else 'no'} | "
+            f"{r['energy_distance']} | {'yes' if r['energy_distance_ok'] else 'no'} |"
+        )
     (HERE / "SEEDS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'SEEDS.md'}", file=sys.stderr)
     return 0

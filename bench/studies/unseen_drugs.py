@@ -31,24 +31,49 @@ def main() -> None:
     rows = []
     for graph, seed in SYSTEMS:
         a = simulate(graph=graph, seed=seed, **SIZES)
-        m = train_mask(a.obs, Holdout(conditions=HELD_DRUGS, doses=[HELD_DOSE], combinations=["all"]), dose_key="dose")
-        run, _ = train(a, dose_key="dose", feature_keys=[f"f{i}" for i in range(SIZES["n_features"])],
-                       config=TrainConfig(seed=seed), device="cpu", train_mask=m)
+        m = train_mask(
+            a.obs,
+            Holdout(conditions=HELD_DRUGS, doses=[HELD_DOSE], combinations=["all"]),
+            dose_key="dose",
+        )
+        run, _ = train(
+            a,
+            dose_key="dose",
+            feature_keys=[f"f{i}" for i in range(SIZES["n_features"])],
+            config=TrainConfig(seed=seed),
+            device="cpu",
+            train_mask=m,
+        )
         truth = a.uns["gim_truth"]["targets"]
         feats = component_features(run, HELD_DRUGS, a.obs, None)
-        for held in (HELD_DRUGS, run.meta["components"]):  # unseen drugs, then training drugs (prior only)
+        for held in (
+            HELD_DRUGS,
+            run.meta["components"],
+        ):  # unseen drugs, then training drugs (prior only)
             for drug in held:
                 for dose in ("10", "1000"):
                     req = pd.DataFrame({"condition": [drug], "dose": [dose]})
                     iv = run.interventions(req, feats, use_posterior=False)
-                    t = truth[(truth["condition"] == drug) & (truth["dose"] == dose)].set_index("gene")["shift"]
+                    t = truth[(truth["condition"] == drug) & (truth["dose"] == dose)].set_index(
+                        "gene"
+                    )["shift"]
                     label = np.isin(run.genes, t.index)
-                    true_shift = np.array([t.get(g, 0.0) for g in run.genes])  # simulator units; signs compare
+                    true_shift = np.array(
+                        [t.get(g, 0.0) for g in run.genes]
+                    )  # simulator units; signs compare
                     big = label & (np.abs(true_shift) > 0.5)  # noise sd is 0.35-0.5 there
-                    rows.append({"system": f"{graph}/{seed}", "drugs": "unseen" if held is HELD_DRUGS else "training",
-                                 "pi_auroc": auroc_auprc(label.astype(int)[None], iv.prob_any)["auroc"],
-                                 "sign_agrees": float(np.mean(np.sign(iv.shift[0, 0, big]) == np.sign(true_shift[big])))
-                                 if big.any() else np.nan})
+                    rows.append(
+                        {
+                            "system": f"{graph}/{seed}",
+                            "drugs": "unseen" if held is HELD_DRUGS else "training",
+                            "pi_auroc": auroc_auprc(label.astype(int)[None], iv.prob_any)["auroc"],
+                            "sign_agrees": float(
+                                np.mean(np.sign(iv.shift[0, 0, big]) == np.sign(true_shift[big]))
+                            )
+                            if big.any()
+                            else np.nan,
+                        }
+                    )
     df = pd.DataFrame(rows)
     print(df.groupby(["drugs", "system"])[["pi_auroc", "sign_agrees"]].mean().round(3).to_string())
     print(df.groupby("drugs")[["pi_auroc", "sign_agrees"]].mean().round(3).to_string())

@@ -31,7 +31,11 @@ def _version(value: bool):
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")):
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+):
     pass
 
 
@@ -56,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: one line here, the trace with GIM_DEBUG=1
         if os.environ.get("GIM_DEBUG"):
             raise
-        typer.echo(f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a trace)", err=True)
+        typer.echo(
+            f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a trace)",
+            err=True,
+        )
         return 1
     return 0
 

@@ -93,4 +93,6 @@ def check_run_dir(path: Path, *, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {path} exists and is not a directory")
     if (path / _keys.MODEL_META).exists() and not overwrite:
-        raise InputError(f"--out {path} already holds a trained model; pass --overwrite to replace it")
+        raise InputError(
+            f"--out {path} already holds a trained model; pass --overwrite to replace it"
+        )

@@ -13,18 +13,39 @@ from gimcli.cli._common import emit_json, setup_logging, split_list
 log = logging.getLogger("gimcli.cli.evaluate")
 
 
-@app.command(help="Score a run on held-out cells against baselines; writes eval_metrics.csv and .json.")
+@app.command(
+    help="Score a run on held-out cells against baselines; writes eval_metrics.csv and .json."
+)
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="Run directory written by `gim train` (its annotated.h5ad gives the training cells)."),
-    test: Path = typer.Argument(..., help=".h5ad with the held-out cells (control cells are not scored)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Directory for eval_metrics.csv/.json (default: RUN)."),
-    methods: str | None = typer.Option(None, help="Comma list of methods (default: gim and every baseline)."),
-    drug_features: Path | None = typer.Option(None, "--drug-features", "--features",
-                                              help="CSV name,smiles for held-out drugs without SMILES in the data."),
-    n_cells: int = typer.Option(300, help="Cells per context for the distribution metrics (sampled / subsampled)."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="Run directory written by `gim train` (its annotated.h5ad gives the training cells).",
+    ),
+    test: Path = typer.Argument(
+        ..., help=".h5ad with the held-out cells (control cells are not scored)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Directory for eval_metrics.csv/.json (default: RUN)."
+    ),
+    methods: str | None = typer.Option(
+        None, help="Comma list of methods (default: gim and every baseline)."
+    ),
+    drug_features: Path | None = typer.Option(
+        None,
+        "--drug-features",
+        "--features",
+        help="CSV name,smiles for held-out drugs without SMILES in the data.",
+    ),
+    n_cells: int = typer.Option(
+        300, help="Cells per context for the distribution metrics (sampled / subsampled)."
+    ),
     seed: int = typer.Option(0, help="Seed for sampled cells and subsampling."),
-    device: str = typer.Option("auto", help="Device for refitting the B = 0 baseline: auto | cpu | cuda[:N]."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing eval_metrics files in --out."),
+    device: str = typer.Option(
+        "auto", help="Device for refitting the B = 0 baseline: auto | cpu | cuda[:N]."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing eval_metrics files in --out."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -67,13 +88,34 @@ def evaluate(
             log.info("refitting the GIM with B = 0 on the %d training cells", train.n_obs)
             nograph = fit_nograph(run, train, device=device)
     truth = test_data.uns.get(_keys.UNS_TRUTH)
-    res = score(run, test_data, train=train, nograph=nograph, methods=chosen, drug_features=feats,
-                truth=truth if isinstance(truth, dict) else None, n_cells=n_cells, seed=seed)
+    res = score(
+        run,
+        test_data,
+        train=train,
+        nograph=nograph,
+        methods=chosen,
+        drug_features=feats,
+        truth=truth if isinstance(truth, dict) else None,
+        n_cells=n_cells,
+        seed=seed,
+    )
     paths = write_eval(res, out)
     agg = res.summary["aggregate"]
-    log.info("scored %d held-out contexts; mean R2: %s", res.summary["n_test_contexts"],
-             ", ".join(f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None))
+    log.info(
+        "scored %d held-out contexts; mean R2: %s",
+        res.summary["n_test_contexts"],
+        ", ".join(
+            f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None
+        ),
+    )
     if as_json:
-        emit_json({"status": "ok", "files": paths, "n_test_contexts": res.summary["n_test_contexts"],
-                   "aggregate": agg, "best_baseline": res.summary["best_baseline"],
-                   "targets": res.summary.get("targets")})
+        emit_json(
+            {
+                "status": "ok",
+                "files": paths,
+                "n_test_contexts": res.summary["n_test_contexts"],
+                "aggregate": agg,
+                "best_baseline": res.summary["best_baseline"],
+                "targets": res.summary.get("targets"),
+            }
+        )

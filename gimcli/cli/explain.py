@@ -11,20 +11,32 @@ from gimcli.cli import app
 from gimcli.cli._common import parse_floats, parse_kv, setup_logging, split_list
 
 
-@app.command(help="Direct targets per perturbation (probability, signed shift) and downstream genes; or the learned graph.")
+@app.command(
+    help="Direct targets per perturbation (probability, signed shift) and downstream genes; or the learned graph."
+)
 def explain(
     run_dir: Path = typer.Argument(..., help="Run directory written by `gim train`."),
     top_targets: int = typer.Option(10, help="Direct targets listed per condition."),
-    n_downstream: int = typer.Option(5, help="Strongest downstream (indirectly changed) genes per condition."),
-    conditions: str | None = typer.Option(None, help="Comma list of conditions (default: all training conditions)."),
-    features: Path | None = typer.Option(None, "--features", "--drug-features", help="CSV of new perturbations (as for predict)."),
+    n_downstream: int = typer.Option(
+        5, help="Strongest downstream (indirectly changed) genes per condition."
+    ),
+    conditions: str | None = typer.Option(
+        None, help="Comma list of conditions (default: all training conditions)."
+    ),
+    features: Path | None = typer.Option(
+        None, "--features", "--drug-features", help="CSV of new perturbations (as for predict)."
+    ),
     doses: str | None = typer.Option(None, help="Doses for conditions/features not in training."),
     covariate: list[str] | None = typer.Option(None, help="KEY=VALUE (repeatable)."),
     graph: bool = typer.Option(False, "--graph", help="List the learned causal edges instead."),
     top_edges: int = typer.Option(100, help="Edges listed with --graph (strongest first)."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
-    plot: Path | None = typer.Option(None, "--plot", help="Also draw the targets of each condition to this PNG."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write to this file instead of stdout."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw the targets of each condition to this PNG."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -40,7 +52,9 @@ def explain(
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"--format {fmt!r}: expected table, csv or json")
     if features is not None and conditions:
-        raise InputError("give --conditions or --features, not both (the CSV lists what to explain)")
+        raise InputError(
+            "give --conditions or --features, not both (the CSV lists what to explain)"
+        )
     run = GimRun.load(run_dir)
     if graph:
         df = graph_table(run, top=top_edges)
@@ -48,16 +62,23 @@ def explain(
         conds = split_list(conditions)
         new = {}
         if features is not None:
-            req, new = build_requests(run, features=read_feature_csv(str(features)),
-                                      doses=parse_floats(doses, option="--doses"),
-                                      covariates=parse_kv(covariate, option="--covariate"))
+            req, new = build_requests(
+                run,
+                features=read_feature_csv(str(features)),
+                doses=parse_floats(doses, option="--doses"),
+                covariates=parse_kv(covariate, option="--covariate"),
+            )
         else:
             req = training_requests(run, conds, parse_kv(covariate, option="--covariate"))
             known = set(req["condition"])
             unseen = [c for c in conds or [] if c not in known]
             if unseen:  # not trained on (e.g. a new combination): explain from the network's prior
-                extra, _ = build_requests(run, conditions=unseen, doses=parse_floats(doses, option="--doses"),
-                                          covariates=parse_kv(covariate, option="--covariate"))
+                extra, _ = build_requests(
+                    run,
+                    conditions=unseen,
+                    doses=parse_floats(doses, option="--doses"),
+                    covariates=parse_kv(covariate, option="--covariate"),
+                )
                 import pandas as pd
 
                 req = pd.concat([req, extra], ignore_index=True)
@@ -67,7 +88,9 @@ def explain(
             from gimcli.report.plots import targets_bars
 
             if len(req) > 24:
-                raise InputError(f"--plot draws at most 24 conditions ({len(req)} selected); narrow with --conditions/--covariate")
+                raise InputError(
+                    f"--plot draws at most 24 conditions ({len(req)} selected); narrow with --conditions/--covariate"
+                )
             png = targets_bars(df, label_cols=["condition", "dose", *run.cov_keys])
             with atomic_path(plot) as tmp:
                 tmp.write_bytes(png)

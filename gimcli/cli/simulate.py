@@ -16,7 +16,12 @@ log = logging.getLogger("gimcli.cli.simulate")
 
 @app.command(help="Write a synthetic screen with a known causal graph and known direct targets.")
 def simulate(
-    out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad (ground truth in uns['gim_truth'] and OUT.truth.json)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output .h5ad (ground truth in uns['gim_truth'] and OUT.truth.json).",
+    ),
     n_genes: int = typer.Option(20, help="Genes."),
     n_drugs: int = typer.Option(12, help="Drugs (perturbations)."),
     doses: str = typer.Option("10,100,1000", help="Comma list of doses."),
@@ -28,9 +33,15 @@ def simulate(
     degree: float = typer.Option(1.5, help="Mean parents per gene."),
     n_targets: int = typer.Option(2, help="Direct targets per drug."),
     features: str = typer.Option("numeric", help="numeric (obs f0..) | smiles (obs 'smiles')."),
-    smiles_csv: Path | None = typer.Option(None, help="CSV name,smiles of drugs to use with --features smiles."),
-    counts: bool = typer.Option(False, "--counts", help="Write Poisson counts instead of log-normalised values."),
-    library_size: float = typer.Option(2000.0, help="Mean counts per cell with --counts (smaller = sparser)."),
+    smiles_csv: Path | None = typer.Option(
+        None, help="CSV name,smiles of drugs to use with --features smiles."
+    ),
+    counts: bool = typer.Option(
+        False, "--counts", help="Write Poisson counts instead of log-normalised values."
+    ),
+    library_size: float = typer.Option(
+        2000.0, help="Mean counts per cell with --counts (smaller = sparser)."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -58,10 +69,23 @@ def simulate(
             raise InputError(f"{smiles_csv}: missing column 'smiles'")
         smiles = dict(zip(df["name"], df["smiles"], strict=True))
     try:
-        adata = sim(n_genes=n_genes, n_drugs=n_drugs, doses=tuple(parse_floats(doses, option="--doses")), n_cells=n_cells,
-                    n_control=n_control, n_combos=n_combos, n_cell_lines=n_cell_lines, graph=graph, degree=degree,
-                    n_targets=n_targets, features=features, smiles=smiles, counts=counts,
-                    library_size=library_size, seed=seed)
+        adata = sim(
+            n_genes=n_genes,
+            n_drugs=n_drugs,
+            doses=tuple(parse_floats(doses, option="--doses")),
+            n_cells=n_cells,
+            n_control=n_control,
+            n_combos=n_combos,
+            n_cell_lines=n_cell_lines,
+            graph=graph,
+            degree=degree,
+            n_targets=n_targets,
+            features=features,
+            smiles=smiles,
+            counts=counts,
+            library_size=library_size,
+            seed=seed,
+        )
     except ValueError as e:
         raise InputError(str(e)) from e
     write_h5ad(adata, out)
@@ -77,4 +101,12 @@ def simulate(
     write_text(json.dumps(truth_json), tpath)
     log.info("wrote %s (%d cells x %d genes) and %s", out, adata.n_obs, adata.n_vars, tpath)
     if as_json:
-        emit_json({"status": "ok", "out": str(out), "truth": str(tpath), "n_obs": adata.n_obs, "n_vars": adata.n_vars})
+        emit_json(
+            {
+                "status": "ok",
+                "out": str(out),
+                "truth": str(tpath),
+                "n_obs": adata.n_obs,
+                "n_vars": adata.n_vars,
+            }
+        )

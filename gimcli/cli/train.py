@@ -22,44 +22,98 @@ _D = TrainConfig()
 def train(
     data: Path = typer.Argument(..., help="Input .h5ad (cells x genes; counts or log-normalised)."),
     out: Path = typer.Option(Path("gim_run"), "--out", "-o", help="Run directory to write."),
-    perturbation_key: str = typer.Option("condition", help="obs column naming the perturbation (A+B = combination)."),
-    control: str = typer.Option("control", help="Value of the perturbation column for control cells."),
-    dose_key: str | None = typer.Option(None, help="obs column with the dose (number, or a+b for combinations)."),
-    covariate_keys: str | None = typer.Option(None, help="Comma list of obs columns (e.g. cell_line)."),
+    perturbation_key: str = typer.Option(
+        "condition", help="obs column naming the perturbation (A+B = combination)."
+    ),
+    control: str = typer.Option(
+        "control", help="Value of the perturbation column for control cells."
+    ),
+    dose_key: str | None = typer.Option(
+        None, help="obs column with the dose (number, or a+b for combinations)."
+    ),
+    covariate_keys: str | None = typer.Option(
+        None, help="Comma list of obs columns (e.g. cell_line)."
+    ),
     smiles_key: str | None = typer.Option(None, help="obs column with each drug's SMILES."),
     drug_features: Path | None = typer.Option(None, help="CSV with columns name,smiles."),
-    feature_keys: str | None = typer.Option(None, help="Comma list of numeric obs columns describing each perturbation."),
-    counts_layer: str | None = typer.Option(None, help="Layer with raw counts (default: auto-detect X)."),
-    n_top_genes: int = typer.Option(_D.n_top_genes, help="Highly variable genes to model (all if fewer)."),
+    feature_keys: str | None = typer.Option(
+        None, help="Comma list of numeric obs columns describing each perturbation."
+    ),
+    counts_layer: str | None = typer.Option(
+        None, help="Layer with raw counts (default: auto-detect X)."
+    ),
+    n_top_genes: int = typer.Option(
+        _D.n_top_genes, help="Highly variable genes to model (all if fewer)."
+    ),
     steps: int = typer.Option(_D.steps, help="Optimisation steps."),
     lr: float = typer.Option(_D.lr, help="Adam learning rate."),
-    weight_decay: float = typer.Option(_D.weight_decay, help="Decoupled weight decay of the network's weight matrices."),
-    target_cost: float = typer.Option(_D.target_cost, help="Cost in nats of each used direct target."),
+    weight_decay: float = typer.Option(
+        _D.weight_decay, help="Decoupled weight decay of the network's weight matrices."
+    ),
+    target_cost: float = typer.Option(
+        _D.target_cost, help="Cost in nats of each used direct target."
+    ),
     l1_graph: float = typer.Option(_D.l1_graph, help="L1 penalty on the causal graph B."),
-    shift_sd: float = typer.Option(_D.shift_sd, help="sd of a target's shift around the network's (standardised "
-                                   "units); negative: learned per gene from |value|; 0: the shift is exactly m."),
-    spike_sd: float = typer.Option(_D.spike_sd, help="sd of a non-target's shift; negative: learned per gene from "
-                                   "|value|; 0: non-targets do not move."),
-    objective: str = typer.Option(_D.objective, help="schedule (relaxed, then exact) | exact | relaxed."),
+    shift_sd: float = typer.Option(
+        _D.shift_sd,
+        help="sd of a target's shift around the network's (standardised "
+        "units); negative: learned per gene from |value|; 0: the shift is exactly m.",
+    ),
+    spike_sd: float = typer.Option(
+        _D.spike_sd,
+        help="sd of a non-target's shift; negative: learned per gene from "
+        "|value|; 0: non-targets do not move.",
+    ),
+    objective: str = typer.Option(
+        _D.objective, help="schedule (relaxed, then exact) | exact | relaxed."
+    ),
     fix_graph: bool = typer.Option(False, "--fix-graph", help="Ablation: no causal model (B = 0)."),
     batch_contexts: int = typer.Option(_D.batch_contexts, help="Contexts per step."),
-    max_cells_per_context: int = typer.Option(_D.max_cells_per_context, help="Cells per context per step."),
-    restarts: int = typer.Option(_D.restarts, help="Independent restarts; the best validation objective wins."),
+    max_cells_per_context: int = typer.Option(
+        _D.max_cells_per_context, help="Cells per context per step."
+    ),
+    restarts: int = typer.Option(
+        _D.restarts, help="Independent restarts; the best validation objective wins."
+    ),
     seed: int = typer.Option(_D.seed, help="Random seed (results are reproducible from it)."),
-    deterministic: bool = typer.Option(False, "--deterministic",
-                                       help="Deterministic GPU kernels (CPU runs are bit-identical from --seed alone)."),
-    checkpoint_every: float = typer.Option(0.0, help="Minutes between checkpoints to RUN/checkpoint.pt (0: only on "
-                                                     "SIGTERM/SIGUSR1, which save and exit with code 75)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoint.pt if present (else start)."),
-    holdout_conditions: str | None = typer.Option(None, help="Comma list of conditions to hold out and score."),
-    holdout_doses: str | None = typer.Option(None, help="Comma list of doses to hold out (every drug) and score."),
-    holdout_combinations: str | None = typer.Option(None, help="Comma list of combinations A+B to hold out, or 'all'."),
-    holdout_covariate: str | None = typer.Option(None, help="KEY=VALUE: hold out that group (alone) or the held-out conditions within it."),
-    split_key: str | None = typer.Option(None, help="obs column with train/test per cell (instead of --holdout-*)."),
+    deterministic: bool = typer.Option(
+        False,
+        "--deterministic",
+        help="Deterministic GPU kernels (CPU runs are bit-identical from --seed alone).",
+    ),
+    checkpoint_every: float = typer.Option(
+        0.0,
+        help="Minutes between checkpoints to RUN/checkpoint.pt (0: only on "
+        "SIGTERM/SIGUSR1, which save and exit with code 75).",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from RUN/checkpoint.pt if present (else start)."
+    ),
+    holdout_conditions: str | None = typer.Option(
+        None, help="Comma list of conditions to hold out and score."
+    ),
+    holdout_doses: str | None = typer.Option(
+        None, help="Comma list of doses to hold out (every drug) and score."
+    ),
+    holdout_combinations: str | None = typer.Option(
+        None, help="Comma list of combinations A+B to hold out, or 'all'."
+    ),
+    holdout_covariate: str | None = typer.Option(
+        None, help="KEY=VALUE: hold out that group (alone) or the held-out conditions within it."
+    ),
+    split_key: str | None = typer.Option(
+        None, help="obs column with train/test per cell (instead of --holdout-*)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
-    precision: str = typer.Option(_D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."),
-    batching: str = typer.Option(_D.batching, help="full (every cell each step, via per-context sums) | sampled."),
-    backed: bool = typer.Option(False, "--backed", help="Read cells in chunks from disk (files larger than memory)."),
+    precision: str = typer.Option(
+        _D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."
+    ),
+    batching: str = typer.Option(
+        _D.batching, help="full (every cell each step, via per-context sums) | sampled."
+    ),
+    backed: bool = typer.Option(
+        False, "--backed", help="Read cells in chunks from disk (files larger than memory)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
@@ -86,7 +140,9 @@ def train(
         raise InputError("--checkpoint-every must be >= 0 minutes")
     distributed = env_world_size() > 1
     if distributed and (resume or checkpoint_every):
-        raise InputError("--resume/--checkpoint-every are not supported under torchrun yet; run one process")
+        raise InputError(
+            "--resume/--checkpoint-every are not supported under torchrun yet; run one process"
+        )
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
     if main_rank:
         check_run_dir(out, overwrite=overwrite)
@@ -94,42 +150,99 @@ def train(
     feats_df = read_feature_csv(str(drug_features)) if drug_features else None
     if feats_df is not None and "smiles" not in feats_df.columns:
         raise InputError(f"{drug_features}: missing column 'smiles'")
-    holdout = _holdout(holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key)
+    holdout = _holdout(
+        holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
+    )
     setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
-    cfg = TrainConfig(n_top_genes=n_top_genes, steps=steps, lr=lr, weight_decay=weight_decay, target_cost=target_cost,
-                      l1_graph=l1_graph, shift_sd=shift_sd, spike_sd=spike_sd,
-                      objective=objective, fix_graph=fix_graph, batch_contexts=batch_contexts,
-                      max_cells_per_context=max_cells_per_context, restarts=restarts, seed=seed,
-                      precision=precision, batching=batching)
+    cfg = TrainConfig(
+        n_top_genes=n_top_genes,
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        target_cost=target_cost,
+        l1_graph=l1_graph,
+        shift_sd=shift_sd,
+        spike_sd=spike_sd,
+        objective=objective,
+        fix_graph=fix_graph,
+        batch_contexts=batch_contexts,
+        max_cells_per_context=max_cells_per_context,
+        restarts=restarts,
+        seed=seed,
+        precision=precision,
+        batching=batching,
+    )
     t0 = time.perf_counter()
     adata = read_h5ad(data, backed=backed)
     t_read = time.perf_counter() - t0
-    info = {"path": str(data), "sha256": file_sha256(data), "n_obs": adata.n_obs, "n_vars": adata.n_vars}
+    info = {
+        "path": str(data),
+        "sha256": file_sha256(data),
+        "n_obs": adata.n_obs,
+        "n_vars": adata.n_vars,
+    }
     mask = None
     if holdout.any():
         from gimcli.evaluation.splits import train_mask
 
-        mask = train_mask(adata.obs, holdout, perturbation_key=perturbation_key, control=control, dose_key=dose_key)
+        mask = train_mask(
+            adata.obs,
+            holdout,
+            perturbation_key=perturbation_key,
+            control=control,
+            dose_key=dose_key,
+        )
         log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
     set_deterministic(deterministic)
-    ckpt = contextlib.nullcontext() if distributed else run_checkpointer(
-        out, every_min=checkpoint_every, resume=resume, config=cfg, input_info=info,
-        device=str(resolve_device(device)),
-        options=[perturbation_key, control, dose_key, covariate_keys, smiles_key,
-                 drug_features and file_sha256(drug_features), feature_keys, counts_layer, holdout.to_dict()])
+    ckpt = (
+        contextlib.nullcontext()
+        if distributed
+        else run_checkpointer(
+            out,
+            every_min=checkpoint_every,
+            resume=resume,
+            config=cfg,
+            input_info=info,
+            device=str(resolve_device(device)),
+            options=[
+                perturbation_key,
+                control,
+                dose_key,
+                covariate_keys,
+                smiles_key,
+                drug_features and file_sha256(drug_features),
+                feature_keys,
+                counts_layer,
+                holdout.to_dict(),
+            ],
+        )
+    )
     with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog, ckpt:
         run, hist = fit_run(
-            adata, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
-            covariate_keys=split_list(covariate_keys), smiles_key=smiles_key, drug_features=feats_df,
-            feature_keys=split_list(feature_keys), counts_layer=counts_layer, config=cfg, device=device,
-            input_info=info, progress=prog.update, checkpoint=None if distributed else ckpt, train_mask=mask,
+            adata,
+            perturbation_key=perturbation_key,
+            control=control,
+            dose_key=dose_key,
+            covariate_keys=split_list(covariate_keys),
+            smiles_key=smiles_key,
+            drug_features=feats_df,
+            feature_keys=split_list(feature_keys),
+            counts_layer=counts_layer,
+            config=cfg,
+            device=device,
+            input_info=info,
+            progress=prog.update,
+            checkpoint=None if distributed else ckpt,
+            train_mask=mask,
         )
         if main_rank:  # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
             run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
             t_write = time.perf_counter()
             paths = write_run(run, hist, out, adata=adata, train_mask=mask)
             if mask is not None:
-                paths.update(_score_holdout(run, adata, mask, out, holdout, device=device, seed=seed))
+                paths.update(
+                    _score_holdout(run, adata, mask, out, holdout, device=device, seed=seed)
+                )
             if (report := write_report(out)) is not None:
                 paths["report"] = str(report)
             t_write = time.perf_counter() - t_write
@@ -139,15 +252,31 @@ def train(
         return
     diag = run.meta["diagnostics"]
     summary = {
-        "status": "ok", "out": str(out), "files": paths, "seconds": round(time.perf_counter() - t0, 2),
-        "n_cells": run.meta["training"]["n_cells"], "n_genes": len(run.genes),
-        "n_contexts": len(run.meta["contexts"]), "best_step": hist.best_step,
-        "best_val_nll": hist.best_val, "device": run.meta["training"]["device"], "diagnostics": diag,
-        "timings": {"read": round(t_read, 3), "prepare": round(run.meta["training"]["prepare_seconds"], 3),
-                    "train": round(hist.seconds, 3), "write": round(t_write, 3)},
+        "status": "ok",
+        "out": str(out),
+        "files": paths,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "n_cells": run.meta["training"]["n_cells"],
+        "n_genes": len(run.genes),
+        "n_contexts": len(run.meta["contexts"]),
+        "best_step": hist.best_step,
+        "best_val_nll": hist.best_val,
+        "device": run.meta["training"]["device"],
+        "diagnostics": diag,
+        "timings": {
+            "read": round(t_read, 3),
+            "prepare": round(run.meta["training"]["prepare_seconds"], 3),
+            "train": round(hist.seconds, 3),
+            "write": round(t_write, 3),
+        },
     }
-    log.info("wrote %s in %.1f s (best step %d, B spectral radius %.2f)", out, summary["seconds"], hist.best_step,
-             diag["B_spectral_radius"])
+    log.info(
+        "wrote %s in %.1f s (best step %d, B spectral radius %.2f)",
+        out,
+        summary["seconds"],
+        hist.best_step,
+        diag["B_spectral_radius"],
+    )
     if as_json:
         emit_json(summary)
 
@@ -157,19 +286,32 @@ def _holdout(conditions, doses, combinations, covariate, split_key):
     from gimcli.evaluation.splits import Holdout
 
     cov = parse_kv([covariate], option="--holdout-covariate") if covariate else {}
-    return Holdout(conditions=split_list(conditions) or [], doses=parse_floats(doses, option="--holdout-doses") or [],
-                   combinations=split_list(combinations) or [], covariate=next(iter(cov.items()), None),
-                   split_key=split_key)
+    return Holdout(
+        conditions=split_list(conditions) or [],
+        doses=parse_floats(doses, option="--holdout-doses") or [],
+        combinations=split_list(combinations) or [],
+        covariate=next(iter(cov.items()), None),
+        split_key=split_key,
+    )
 
 
-def _score_holdout(run, adata, mask, out: Path, holdout, *, device: str, seed: int) -> dict[str, str]:
+def _score_holdout(
+    run, adata, mask, out: Path, holdout, *, device: str, seed: int
+) -> dict[str, str]:
     """GIM and baselines on the held-out cells -> RUN/eval_metrics.csv/.json; B = 0 refit -> RUN/nograph/."""
     from gimcli.evaluation.heldout import NOGRAPH_DIR, evaluate_split, write_eval
 
-    res, nograph = evaluate_split(run, adata, mask, split=holdout.to_dict(), device=device, seed=seed)
+    res, nograph = evaluate_split(
+        run, adata, mask, split=holdout.to_dict(), device=device, seed=seed
+    )
     nograph.save(out / NOGRAPH_DIR)
     agg = res.summary["aggregate"]
-    log.info("held-out mean R2: %s", ", ".join(f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None))
+    log.info(
+        "held-out mean R2: %s",
+        ", ".join(
+            f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None
+        ),
+    )
     return write_eval(res, out)
 
 
@@ -186,8 +328,14 @@ class _Progress:
         if self.enabled and self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("train", total=self.total, info="")
         return self

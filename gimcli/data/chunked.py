@@ -50,7 +50,9 @@ def _normalise(block: sp.csr_matrix, *, is_counts: bool, target_sum: float) -> s
     return tmp.X
 
 
-def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int, *, n_bins: int = 20) -> np.ndarray:
+def seurat_hvg(
+    mean: np.ndarray, var: np.ndarray, n_top_genes: int, *, n_bins: int = 20
+) -> np.ndarray:
     """scanpy's `highly_variable_genes(flavor='seurat', n_top_genes=...)` from per-gene mean and
     (unbiased) variance of expm1 of the log data."""
     mean = mean.copy()
@@ -73,19 +75,34 @@ def seurat_hvg(mean: np.ndarray, var: np.ndarray, n_top_genes: int, *, n_bins: i
     return np.nan_to_num(norm, nan=-np.inf) >= cut
 
 
-def preprocess_chunked(adata: ad.AnnData, X, *, source: str, counts_layer: str | None, n_top_genes: int,
-                       hvg_flavor: str, target_sum: float, force_genes: list[str] | None, detect_sample: int):
+def preprocess_chunked(
+    adata: ad.AnnData,
+    X,
+    *,
+    source: str,
+    counts_layer: str | None,
+    n_top_genes: int,
+    hvg_flavor: str,
+    target_sum: float,
+    force_genes: list[str] | None,
+    detect_sample: int,
+):
     """Chunked twin of `preprocess.preprocess` (same outputs); X is the source matrix."""
     from gimcli.data.preprocess import PreprocessInfo, check_scale, check_values, looks_like_counts
 
     def check(lo, block):  # the in-memory path's value checks, chunk by chunk, naming cell and gene
         where = f"{source} (cells {lo}-{lo + block.shape[0] - 1})"
-        names = {"obs_names": adata.obs_names[lo:lo + block.shape[0]], "var_names": adata.var_names}
+        names = {
+            "obs_names": adata.obs_names[lo : lo + block.shape[0]],
+            "var_names": adata.var_names,
+        }
         check_values(block, where=where, **names)
         check_scale(block, is_counts, where=where, **names)
 
     if hvg_flavor != "seurat":
-        raise InputError(f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use seurat")
+        raise InputError(
+            f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use seurat"
+        )
     n_obs, n_genes = X.shape
     first = next(row_chunks(X, chunk_nnz=max(detect_sample, 1)))[1]
     is_counts = looks_like_counts(first)
@@ -119,9 +136,20 @@ def preprocess_chunked(adata: ad.AnnData, X, *, source: str, counts_layer: str |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Xout = sp.vstack(parts, format="csr").astype(np.float32, copy=False)
-    info = PreprocessInfo(source=source, is_counts=is_counts, target_sum=target_sum if is_counts else None,
-                          log1p=is_counts, hvg_flavor=flavor, n_top_genes=n_top_genes,
-                          genes=adata.var_names[cols].tolist())
-    log.info("preprocessed %s in chunks: %s, %d of %d genes kept", source,
-             "counts -> normalize_total+log1p" if is_counts else "log-normalised as given", len(cols), n_genes)
+    info = PreprocessInfo(
+        source=source,
+        is_counts=is_counts,
+        target_sum=target_sum if is_counts else None,
+        log1p=is_counts,
+        hvg_flavor=flavor,
+        n_top_genes=n_top_genes,
+        genes=adata.var_names[cols].tolist(),
+    )
+    log.info(
+        "preprocessed %s in chunks: %s, %d of %d genes kept",
+        source,
+        "counts -> normalize_total+log1p" if is_counts else "log-normalised as given",
+        len(cols),
+        n_genes,
+    )
     return Xout, info

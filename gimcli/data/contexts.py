@@ -45,8 +45,14 @@ def parse_dose(value, n_components: int, *, column: str) -> list[float]:
     return nums
 
 
-def canonical_doses(pert: np.ndarray, raw: np.ndarray | None, *, control: str, dose_key: str | None,
-                    strict: bool = True) -> np.ndarray:
+def canonical_doses(
+    pert: np.ndarray,
+    raw: np.ndarray | None,
+    *,
+    control: str,
+    dose_key: str | None,
+    strict: bool = True,
+) -> np.ndarray:
     """The dose of each cell as contexts key it: '' for controls, one number per component of a
     combination ('1' each without a dose column). Each (perturbation, dose) pair is parsed once;
     with strict=False an unparseable dose gives None instead of an InputError."""
@@ -91,7 +97,9 @@ class Contexts:
         return covariate_onehot(self.groups, self.cov_keys, self.cov_categories)
 
 
-def covariate_onehot(groups: pd.DataFrame, keys: list[str], cats: dict[str, list[str]]) -> np.ndarray:
+def covariate_onehot(
+    groups: pd.DataFrame, keys: list[str], cats: dict[str, list[str]]
+) -> np.ndarray:
     blocks = []
     for k in keys:
         c = cats[k]
@@ -109,7 +117,9 @@ def _require_column(obs: pd.DataFrame, col: str, what: str) -> pd.Series:
     s = obs[col]
     if s.isna().any():
         rows = obs.index[s.isna()][:3].tolist()
-        raise InputError(f"{what} column {col!r} has {int(s.isna().sum())} missing values, e.g. cells {rows}")
+        raise InputError(
+            f"{what} column {col!r} has {int(s.isna().sum())} missing values, e.g. cells {rows}"
+        )
     return s
 
 
@@ -124,7 +134,9 @@ def build_contexts(
 ) -> Contexts:
     cov_keys = list(covariate_keys or [])
     pert = _require_column(obs, perturbation_key, "perturbation").astype(str).str.strip()
-    covs = pd.DataFrame({k: _require_column(obs, k, "covariate").astype(str) for k in cov_keys}, index=obs.index)
+    covs = pd.DataFrame(
+        {k: _require_column(obs, k, "covariate").astype(str) for k in cov_keys}, index=obs.index
+    )
     doses = _require_column(obs, dose_key, "dose").astype(str) if dose_key else None
 
     is_ctrl = (pert == control).to_numpy()
@@ -134,22 +146,34 @@ def build_contexts(
             f"no control cells: no value {control!r} in obs[{perturbation_key!r}] (e.g. {examples}); set --control"
         )
     cov_cats = {k: sorted(covs[k].unique().tolist()) for k in cov_keys}
-    groups = covs.drop_duplicates().sort_values(cov_keys).reset_index(drop=True) if cov_keys else pd.DataFrame(index=[0])
+    groups = (
+        covs.drop_duplicates().sort_values(cov_keys).reset_index(drop=True)
+        if cov_keys
+        else pd.DataFrame(index=[0])
+    )
     if cov_keys:
         ctrl_groups = covs[is_ctrl].drop_duplicates()
         merged = groups.merge(ctrl_groups, how="left", indicator=True)
         lacking = merged[merged["_merge"] == "left_only"][cov_keys]
         if len(lacking):
             desc = ", ".join(f"{k}={v}" for k, v in lacking.iloc[0].items())
-            raise InputError(f"no control cells for {desc} ({len(lacking)} covariate group(s) without controls)")
-        gkey = pd.MultiIndex.from_frame(groups) if len(cov_keys) > 1 else pd.Index(groups[cov_keys[0]])
+            raise InputError(
+                f"no control cells for {desc} ({len(lacking)} covariate group(s) without controls)"
+            )
+        gkey = (
+            pd.MultiIndex.from_frame(groups) if len(cov_keys) > 1 else pd.Index(groups[cov_keys[0]])
+        )
         ckey = pd.MultiIndex.from_frame(covs) if len(cov_keys) > 1 else pd.Index(covs[cov_keys[0]])
         cell_group = gkey.get_indexer(ckey)
     else:
         cell_group = np.zeros(len(obs), dtype=np.int64)
 
-    dose_str = canonical_doses(pert.to_numpy(), None if doses is None else doses.to_numpy(),
-                               control=control, dose_key=dose_key)
+    dose_str = canonical_doses(
+        pert.to_numpy(),
+        None if doses is None else doses.to_numpy(),
+        control=control,
+        dose_key=dose_key,
+    )
 
     key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
     codes, uniques = pd.factorize(pd.MultiIndex.from_frame(key))
@@ -161,7 +185,10 @@ def build_contexts(
     if small.any():
         log.warning(
             "skipping %d context(s) with fewer than %d cells (%d cells), e.g. %s",
-            int(small.sum()), min_cells, int(counts[small].sum()), table.loc[small, "condition"].iloc[0],
+            int(small.sum()),
+            min_cells,
+            int(counts[small].sum()),
+            table.loc[small, "condition"].iloc[0],
         )
     keep_idx = np.flatnonzero(~small)
     remap = -np.ones(len(table), dtype=np.int64)
@@ -170,7 +197,10 @@ def build_contexts(
     cell_context = remap[codes]
 
     table["is_control"] = table["condition"] == control
-    comp_lists = [[] if c else split_components(p) for p, c in zip(table["condition"], table["is_control"], strict=True)]
+    comp_lists = [
+        [] if c else split_components(p)
+        for p, c in zip(table["condition"], table["is_control"], strict=True)
+    ]
     comp_names = sorted({c for cl in comp_lists for c in cl})
     if control in comp_names:
         raise InputError(f"control value {control!r} appears inside a combination; rename it")

@@ -113,7 +113,9 @@ class FeatureSpec:
 
     def featurize_numeric(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m, s = np.asarray(self.mean, np.float32), np.asarray(self.sd, np.float32)
-        return {k: ((np.asarray(v, np.float32) - m) / s).astype(np.float32) for k, v in values.items()}
+        return {
+            k: ((np.asarray(v, np.float32) - m) / s).astype(np.float32) for k, v in values.items()
+        }
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Applicability: Tanimoto for fingerprints, cosine otherwise."""
@@ -150,6 +152,8 @@ def read_feature_csv(path: str) -> pd.DataFrame:  # noqa: F821
     if "smiles" in cols:
         df = df.rename(columns={cols["smiles"]: "smiles"})
     if df["name"].isna().any():
-        raise InputError(f"{path}: empty 'name' in row(s) {df.index[df['name'].isna()].tolist()[:10]}")
+        raise InputError(
+            f"{path}: empty 'name' in row(s) {df.index[df['name'].isna()].tolist()[:10]}"
+        )
     df["name"] = df["name"].astype(str)
     return df

@@ -43,8 +43,10 @@ def read_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
     for names, what in ((adata.obs_names, "cell"), (adata.var_names, "gene")):
         if not names.is_unique:
             dup = names[names.duplicated(keep=False)]
-            raise InputError(f"{p}: duplicated {what} names: {len(dup)} {what}s share {dup.nunique()} name(s), "
-                             f"e.g. {dup.unique()[:3].tolist()}")
+            raise InputError(
+                f"{p}: duplicated {what} names: {len(dup)} {what}s share {dup.nunique()} name(s), "
+                f"e.g. {dup.unique()[:3].tolist()}"
+            )
     return adata
 
 

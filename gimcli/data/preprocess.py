@@ -40,8 +40,10 @@ def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
     vals = _data_values(X)
     if vals.size and not np.isfinite(vals).all():
         i = int(np.flatnonzero(~np.isfinite(vals))[0])
-        raise InputError(f"{where}: contains NaN or infinite values, e.g. {vals[i]} at "
-                         f"{_locate(X, i, obs_names, var_names)}")
+        raise InputError(
+            f"{where}: contains NaN or infinite values, e.g. {vals[i]} at "
+            f"{_locate(X, i, obs_names, var_names)}"
+        )
     if vals.size and vals.min() < 0:
         i = int(np.argmin(vals))
         raise InputError(
@@ -64,7 +66,7 @@ def _locate(X, i: int, obs_names=None, var_names=None) -> str:
 def _first_non_integer(vals: np.ndarray, *, chunk: int = 1 << 22) -> int:
     """Index of the first non-integer value, or -1; chunked to bound memory on large matrices."""
     for start in range(0, vals.size, chunk):
-        v = vals[start:start + chunk]
+        v = vals[start : start + chunk]
         bad = np.flatnonzero(v != np.round(v))
         if bad.size:
             return start + int(bad[0])
@@ -134,9 +136,17 @@ def preprocess(
     if adata.isbacked:  # on disk: never the whole matrix in memory
         from gimcli.data.chunked import preprocess_chunked
 
-        return preprocess_chunked(adata, X, source=source, counts_layer=counts_layer, n_top_genes=n_top_genes,
-                                  hvg_flavor=hvg_flavor, target_sum=target_sum, force_genes=force_genes,
-                                  detect_sample=_DETECT_SAMPLE)
+        return preprocess_chunked(
+            adata,
+            X,
+            source=source,
+            counts_layer=counts_layer,
+            n_top_genes=n_top_genes,
+            hvg_flavor=hvg_flavor,
+            target_sum=target_sum,
+            force_genes=force_genes,
+            detect_sample=_DETECT_SAMPLE,
+        )
     X = sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
     names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
     check_values(X, where=source, **names)
@@ -144,8 +154,14 @@ def preprocess(
     if counts_layer is not None and not is_counts:
         vals = _data_values(X)
         i = _first_non_integer(vals)
-        at = f" (e.g. {vals[i]:.4g} at {_locate(X, i, **names)})" if i >= 0 else " (all values are 0 or 1)"
-        raise InputError(f"{source}: --counts-layer given but its values are not integer counts{at}")
+        at = (
+            f" (e.g. {vals[i]:.4g} at {_locate(X, i, **names)})"
+            if i >= 0
+            else " (all values are 0 or 1)"
+        )
+        raise InputError(
+            f"{source}: --counts-layer given but its values are not integer counts{at}"
+        )
     check_scale(X, is_counts, where=source, **names)
 
     # X is already this function's own copy (astype copies), so scanpy may work on it in place.
@@ -188,8 +204,14 @@ def preprocess(
 MAX_MISSING_GENES = 0.1
 
 
-def transform_new(adata: ad.AnnData, info: PreprocessInfo, *, counts_layer: str | None = None,
-                  where: str = "data", max_missing: float = MAX_MISSING_GENES):
+def transform_new(
+    adata: ad.AnnData,
+    info: PreprocessInfo,
+    *,
+    counts_layer: str | None = None,
+    where: str = "data",
+    max_missing: float = MAX_MISSING_GENES,
+):
     """Apply a trained run's preprocessing to new data, aligned to the run's genes by name.
 
     Returns (CSR matrix over info.genes, list of missing genes filled with zeros). Raises
@@ -209,21 +231,31 @@ def transform_new(adata: ad.AnnData, info: PreprocessInfo, *, counts_layer: str 
     is_counts = looks_like_counts(X)
     check_scale(X, is_counts, where=src, **names)
     if info.is_counts and not is_counts:
-        raise InputError(f"{src}: the model was trained on raw counts, but these values are not integer counts")
+        raise InputError(
+            f"{src}: the model was trained on raw counts, but these values are not integer counts"
+        )
     if is_counts and not info.is_counts:
-        raise InputError(f"{src}: looks like raw integer counts, but the model was trained on log-normalised "
-                         "data; normalise it the way the training data were (e.g. normalize_total + log1p)")
+        raise InputError(
+            f"{src}: looks like raw integer counts, but the model was trained on log-normalised "
+            "data; normalise it the way the training data were (e.g. normalize_total + log1p)"
+        )
     idx = adata.var_names.get_indexer(info.genes)
     missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
     if len(missing) > max_missing * len(info.genes):
         raise ModelError(
             f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from var_names "
-            f"(more than {max_missing:.0%}): {missing[:20]}" + (" ..." if len(missing) > 20 else "")
+            f"(more than {max_missing:.0%}): {missing[:20]}"
+            + (" ..." if len(missing) > 20 else "")
             + "; use the same gene identifiers as in training"
         )
     if missing:
-        log.warning("%s: %d of %d model genes missing, set to 0: %s", where, len(missing), len(info.genes),
-                    missing[:10])
+        log.warning(
+            "%s: %d of %d model genes missing, set to 0: %s",
+            where,
+            len(missing),
+            len(info.genes),
+            missing[:10],
+        )
     tmp = ad.AnnData(X=X.copy(), var=adata.var[[]].copy())
     if info.is_counts and is_counts:
         sc.pp.normalize_total(tmp, target_sum=info.target_sum)

@@ -50,16 +50,24 @@ class TrainReference:
     ctrl_rows: dict[tuple, np.ndarray]  # control cells per covariate group
     ctrl_mean: dict[tuple, np.ndarray]
     pert_mean: dict[tuple, np.ndarray]
-    contexts: pd.DataFrame  # perturbed training contexts: condition, dose, <covs>, group, components, doses
+    contexts: (
+        pd.DataFrame
+    )  # perturbed training contexts: condition, dose, <covs>, group, components, doses
     means: np.ndarray  # (n_contexts, d) mean of each perturbed training context
 
     @classmethod
-    def build(cls, X: sp.csr_matrix, table: pd.DataFrame, cell_context: np.ndarray, cov_keys: list[str]) -> TrainReference:
+    def build(
+        cls, X: sp.csr_matrix, table: pd.DataFrame, cell_context: np.ndarray, cov_keys: list[str]
+    ) -> TrainReference:
         """`table`/`cell_context` as built by gimcli.data.contexts.build_contexts on training cells."""
         groups = [_key(r, cov_keys) for _, r in table.iterrows()]
         ctrl_rows: dict[tuple, list] = {}
         pert_rows: dict[tuple, list] = {}
-        rows_of = pd.Series(np.arange(len(cell_context)))[cell_context >= 0].groupby(cell_context[cell_context >= 0]).apply(np.asarray)
+        rows_of = (
+            pd.Series(np.arange(len(cell_context)))[cell_context >= 0]
+            .groupby(cell_context[cell_context >= 0])
+            .apply(np.asarray)
+        )
         means, keep = [], []
         for k, (g, is_ctrl) in enumerate(zip(groups, table["is_control"], strict=True)):
             rows = rows_of.get(k, np.zeros(0, np.int64))
@@ -73,14 +81,19 @@ class TrainReference:
         ctx["components"] = [split_components(c) for c in ctx["condition"]]
         ctx["doses"] = [dose_parts(d) for d in ctx["dose"]]
         return cls(
-            X=X, cov_keys=cov_keys, ctrl_rows=ctrl_rows,
+            X=X,
+            cov_keys=cov_keys,
+            ctrl_rows=ctrl_rows,
             ctrl_mean={g: _mean_rows(X, r) for g, r in ctrl_rows.items()},
             pert_mean={g: _mean_rows(X, np.concatenate(v)) for g, v in pert_rows.items()},
-            contexts=ctx, means=np.stack(means) if means else np.zeros((0, X.shape[1])),
+            contexts=ctx,
+            means=np.stack(means) if means else np.zeros((0, X.shape[1])),
         )
 
     def control(self, g: tuple) -> np.ndarray:
-        return self.ctrl_mean[g] if g in self.ctrl_mean else np.mean(list(self.ctrl_mean.values()), 0)
+        return (
+            self.ctrl_mean[g] if g in self.ctrl_mean else np.mean(list(self.ctrl_mean.values()), 0)
+        )
 
     def control_cells(self, g: tuple, *, max_cells: int, seed: int) -> np.ndarray:
         rows = self.ctrl_rows.get(g)
@@ -113,7 +126,9 @@ def predict_perturbed_mean(ref: TrainReference, g: tuple) -> np.ndarray:
     return ref.pert_mean[g] if g in ref.pert_mean else np.mean(list(ref.pert_mean.values()), 0)
 
 
-def predict_additive(ref: TrainReference, comps: list[str], doses: list[float], g: tuple) -> np.ndarray:
+def predict_additive(
+    ref: TrainReference, comps: list[str], doses: list[float], g: tuple
+) -> np.ndarray:
     out = ref.control(g).copy()
     for comp, dose in zip(comps, doses, strict=True):
         eff = ref.component_effect(comp, dose, g)
@@ -123,8 +138,14 @@ def predict_additive(ref: TrainReference, comps: list[str], doses: list[float], 
     return out
 
 
-def predict_nearest(ref: TrainReference, comps: list[str], doses: list[float], g: tuple,
-                    features: dict[str, np.ndarray], similarity) -> np.ndarray:
+def predict_nearest(
+    ref: TrainReference,
+    comps: list[str],
+    doses: list[float],
+    g: tuple,
+    features: dict[str, np.ndarray],
+    similarity,
+) -> np.ndarray:
     """`features`: every training and test component; `similarity(a, b)` as FeatureSpec.similarity."""
     singles = sorted({cl[0] for cl in ref.contexts["components"] if len(cl) == 1})
     if not singles:
@@ -140,25 +161,49 @@ def predict_nearest(ref: TrainReference, comps: list[str], doses: list[float], g
 class RidgeBaseline:
     """Ridge from [f, f*t, t, cov] to the mean shift of each perturbed training context."""
 
-    def __init__(self, ref: TrainReference, features: dict[str, np.ndarray], *, dose_scale: float,
-                 cov_categories: dict[str, list[str]]):
+    def __init__(
+        self,
+        ref: TrainReference,
+        features: dict[str, np.ndarray],
+        *,
+        dose_scale: float,
+        cov_categories: dict[str, list[str]],
+    ):
         from sklearn.linear_model import RidgeCV
 
-        self.features, self.dose_scale, self.cats, self.cov_keys = features, dose_scale, cov_categories, ref.cov_keys
+        self.features, self.dose_scale, self.cats, self.cov_keys = (
+            features,
+            dose_scale,
+            cov_categories,
+            ref.cov_keys,
+        )
         c = ref.contexts
         Xin = self._design(list(c["components"]), list(c["doses"]), c)
         Y = ref.means - np.stack([ref.control(g) for g in c["group"]])
         self.model = RidgeCV(alphas=RIDGE_ALPHAS).fit(Xin, Y)
 
-    def _design(self, comps: list[list[str]], doses: list[list[float]], covs: pd.DataFrame) -> np.ndarray:
+    def _design(
+        self, comps: list[list[str]], doses: list[list[float]], covs: pd.DataFrame
+    ) -> np.ndarray:
         rows = []
         for cl, dl in zip(comps, doses, strict=True):
             f = np.sum([self.features[n] for n in cl], 0)
             t = dose_transform(np.asarray(dl), self.dose_scale)
             ft = np.sum([self.features[n] * tt for n, tt in zip(cl, t, strict=True)], 0)
             rows.append(np.concatenate([f, ft, [t.sum()]]))
-        cov = covariate_onehot(covs, self.cov_keys, self.cats) if self.cov_keys else np.zeros((len(rows), 0))
+        cov = (
+            covariate_onehot(covs, self.cov_keys, self.cats)
+            if self.cov_keys
+            else np.zeros((len(rows), 0))
+        )
         return np.concatenate([np.asarray(rows, float), cov], 1)
 
-    def predict(self, ref: TrainReference, comps: list[str], doses: list[float], cov_row: pd.DataFrame, g: tuple) -> np.ndarray:
+    def predict(
+        self,
+        ref: TrainReference,
+        comps: list[str],
+        doses: list[float],
+        cov_row: pd.DataFrame,
+        g: tuple,
+    ) -> np.ndarray:
         return ref.control(g) + self.model.predict(self._design([comps], [doses], cov_row))[0]

@@ -39,8 +39,13 @@ _PRED_CHUNK = 32
 def log_expression(adata: ad.AnnData, run: GimRun) -> sp.csr_matrix:
     """Cells x model genes, preprocessed as in training; every model gene must be present (a
     zero-filled gene would bias every metric)."""
-    X, _ = transform_new(adata, run.preprocess_info, counts_layer=run.meta["keys"].get("counts_layer"),
-                         where="evaluation data", max_missing=0.0)
+    X, _ = transform_new(
+        adata,
+        run.preprocess_info,
+        counts_layer=run.meta["keys"].get("counts_layer"),
+        where="evaluation data",
+        max_missing=0.0,
+    )
     return X
 
 
@@ -49,14 +54,18 @@ def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndar
     the context index of each cell (-1 for control cells)."""
     keys, cov_keys = run.meta["keys"], run.cov_keys
     pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
-    raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else np.full(len(obs), "1", object)
+    raw = (
+        obs[keys["dose_key"]].astype(str).to_numpy()
+        if keys["dose_key"]
+        else np.full(len(obs), "1", object)
+    )
     dose = canonical_doses(pert, raw, control=keys["control"], dose_key=keys["dose_key"])
     df = pd.DataFrame({"condition": pert, "dose": dose})
     for k in cov_keys:
         if k not in obs.columns:
             raise InputError(f"covariate column {k!r} used in training is not in obs")
         df[k] = obs[k].astype(str).to_numpy()
-    is_pert = (pert != keys["control"])
+    is_pert = pert != keys["control"]
     cols = ["condition", "dose", *cov_keys]
     codes, uniq = pd.factorize(pd.MultiIndex.from_frame(df[is_pert][cols]))
     table = uniq.to_frame(index=False)
@@ -67,8 +76,9 @@ def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndar
     return table, cell
 
 
-def component_features(run: GimRun, names: list[str], obs: pd.DataFrame,
-                       drug_features: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+def component_features(
+    run: GimRun, names: list[str], obs: pd.DataFrame, drug_features: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
     """Feature rows of training components (as trained) and of new ones (from the data's SMILES
     or feature columns, or a name,smiles table), featurised with the training spec."""
     spec, train_names = run.spec, run.meta["components"]
@@ -94,42 +104,71 @@ def component_features(run: GimRun, names: list[str], obs: pd.DataFrame,
         lacking_cols = [c for c in spec.columns if c not in obs.columns]
         if lacking_cols:
             raise InputError(f"feature column(s) {lacking_cols} used in training are not in obs")
-        vals = obs.loc[pert.isin(new), spec.columns].assign(_c=pert).groupby("_c", observed=True).mean()
+        vals = (
+            obs.loc[pert.isin(new), spec.columns]
+            .assign(_c=pert)
+            .groupby("_c", observed=True)
+            .mean()
+        )
         lacking = [n for n in new if n not in vals.index or vals.loc[n].isna().any()]
         if lacking:
             raise InputError(f"no feature values for held-out perturbation(s) {lacking[:10]}")
         out.update(spec.featurize_numeric({n: vals.loc[n].to_numpy(np.float32) for n in new}))
     else:
-        raise ModelError(f"identity features cannot describe perturbations not seen in training: {new[:10]}")
+        raise ModelError(
+            f"identity features cannot describe perturbations not seen in training: {new[:10]}"
+        )
     return out
 
 
-def fit_nograph(run: GimRun, train_data: ad.AnnData, *, device: str = "auto", config: TrainConfig | None = None) -> GimRun:
+def fit_nograph(
+    run: GimRun, train_data: ad.AnnData, *, device: str = "auto", config: TrainConfig | None = None
+) -> GimRun:
     """The same GIM refit on the same training cells with B = 0 (the no-causal-model ablation)."""
     from gimcli.training.fit import train
 
     keys, spec = run.meta["keys"], run.spec
     cfg = (config or run.config).replace(fix_graph=True)
-    drug = pd.DataFrame({"name": list(spec.smiles), "smiles": list(spec.smiles.values())}) if spec.kind == "smiles" else None
-    nograph, _ = train(train_data, perturbation_key=keys["perturbation_key"], control=keys["control"],
-                       dose_key=keys["dose_key"], covariate_keys=keys["covariate_keys"] or None,
-                       drug_features=drug, feature_keys=keys["feature_keys"] or None if spec.kind == "numeric" else None,
-                       counts_layer=keys["counts_layer"], config=cfg, device=device)
+    drug = (
+        pd.DataFrame({"name": list(spec.smiles), "smiles": list(spec.smiles.values())})
+        if spec.kind == "smiles"
+        else None
+    )
+    nograph, _ = train(
+        train_data,
+        perturbation_key=keys["perturbation_key"],
+        control=keys["control"],
+        dose_key=keys["dose_key"],
+        covariate_keys=keys["covariate_keys"] or None,
+        drug_features=drug,
+        feature_keys=keys["feature_keys"] or None if spec.kind == "numeric" else None,
+        counts_layer=keys["counts_layer"],
+        config=cfg,
+        device=device,
+    )
     return nograph
 
 
-def _gim_predictions(run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int):
+def _gim_predictions(
+    run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int
+):
     from gimcli.prediction import predict
 
     new = {n: f for n, f in feats.items() if n not in run.meta["components"]}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
     means, cells, pis = [], [], []
     for s in range(0, len(req), _PRED_CHUNK):
-        pred = predict(run, req.iloc[s:s + _PRED_CHUNK].reset_index(drop=True), new, n_cells=n_cells, seed=seed + s)
+        pred = predict(
+            run,
+            req.iloc[s : s + _PRED_CHUNK].reset_index(drop=True),
+            new,
+            n_cells=n_cells,
+            seed=seed + s,
+        )
         means.append(pred.uns[_keys.UNS]["mean"].to_numpy())
         pis.append(pred.uns[_keys.UNS]["target_prob"].to_numpy())
         X = pred.X.toarray()
-        cells += [X[i * n_cells:(i + 1) * n_cells] for i in range(len(means[-1]))]
+        cells += [X[i * n_cells : (i + 1) * n_cells] for i in range(len(means[-1]))]
     return np.concatenate(means), cells, np.concatenate(pis)
 
 
@@ -164,18 +203,28 @@ def evaluate(
     keys, cov_keys = run.meta["keys"], run.cov_keys
     table, cell_ctx = context_cells(test.obs, run)
     if not len(table):
-        raise InputError(f"no perturbed cells in the test data (every obs[{keys['perturbation_key']!r}] is the control)")
+        raise InputError(
+            f"no perturbed cells in the test data (every obs[{keys['perturbation_key']!r}] is the control)"
+        )
     Xte = log_expression(test, run)
     Xtr = log_expression(train, run)
-    tr = build_contexts(train.obs, perturbation_key=keys["perturbation_key"], control=keys["control"],
-                        dose_key=keys["dose_key"], covariate_keys=cov_keys or None, min_cells=1)
+    tr = build_contexts(
+        train.obs,
+        perturbation_key=keys["perturbation_key"],
+        control=keys["control"],
+        dose_key=keys["dose_key"],
+        covariate_keys=cov_keys or None,
+        min_cells=1,
+    )
     ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, cov_keys)
     sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], 20_000), replace=False)
     space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
 
     comps = [split_components(c) for c in table["condition"]]
     doses = [dose_parts(d) for d in table["dose"]]
-    all_names = sorted({n for cl in comps for n in cl} | {n for cl in ref.contexts["components"] for n in cl})
+    all_names = sorted(
+        {n for cl in comps for n in cl} | {n for cl in ref.contexts["components"] for n in cl}
+    )
     feats = component_features(run, all_names, pd.concat([train.obs, test.obs]), drug_features)
 
     preds: dict[str, tuple[np.ndarray, list | None]] = {}
@@ -187,12 +236,19 @@ def evaluate(
         if nograph is None:
             log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
             nograph = fit_nograph(run, train)
-        m, c, pis["gim_nograph"] = _gim_predictions(nograph, table, feats, n_cells=n_cells, seed=seed)
+        m, c, pis["gim_nograph"] = _gim_predictions(
+            nograph, table, feats, n_cells=n_cells, seed=seed
+        )
         preds["gim_nograph"] = (m, c)
     groups = [tuple(str(r[k]) for k in cov_keys) for _, r in table.iterrows()]
     ridge = None
     if "ridge" in methods and len(ref.contexts):
-        ridge = bl.RidgeBaseline(ref, feats, dose_scale=run.meta["dose_scale"], cov_categories=run.meta["covariates"]["categories"])
+        ridge = bl.RidgeBaseline(
+            ref,
+            feats,
+            dose_scale=run.meta["dose_scale"],
+            cov_categories=run.meta["covariates"]["categories"],
+        )
     for name in bl.MEAN_BASELINES:
         if name not in methods:
             continue
@@ -207,18 +263,28 @@ def evaluate(
             elif name == "nearest":
                 P.append(bl.predict_nearest(ref, comps[k], doses[k], g, feats, run.spec.similarity))
             else:
-                P.append(ridge.predict(ref, comps[k], doses[k], table.iloc[[k]], g) if ridge else np.full(len(run.genes), np.nan))
+                P.append(
+                    ridge.predict(ref, comps[k], doses[k], table.iloc[[k]], g)
+                    if ridge
+                    else np.full(len(run.genes), np.nan)
+                )
         preds[name] = (np.stack(P), None)
 
     rows = []
-    ctrl_by_group: dict[tuple, np.ndarray] = {}  # the same control cells serve every context of a group
+    ctrl_by_group: dict[
+        tuple, np.ndarray
+    ] = {}  # the same control cells serve every context of a group
     for k in range(len(table)):
         rows_k = np.flatnonzero(cell_ctx == k)
         X_true = Xte[rows_k].toarray().astype(float)
         y, c = X_true.mean(0), ref.control(groups[k])
-        base = {"scope": "context", "context": context_label(table.iloc[k], cov_keys),
-                **{col: table.iloc[k][col] for col in ["condition", "dose", *cov_keys]}, "n_cells": len(rows_k),
-                "combination": len(comps[k]) > 1}
+        base = {
+            "scope": "context",
+            "context": context_label(table.iloc[k], cov_keys),
+            **{col: table.iloc[k][col] for col in ["condition", "dose", *cov_keys]},
+            "n_cells": len(rows_k),
+            "combination": len(comps[k]) > 1,
+        }
         for name, (P, cells) in preds.items():
             p = P[k]
             if not np.isfinite(p).all():
@@ -226,17 +292,37 @@ def evaluate(
                 continue
             if cells is None:  # mean baselines: training controls shifted by the predicted change
                 if groups[k] not in ctrl_by_group:
-                    ctrl_by_group[groups[k]] = ref.control_cells(groups[k], max_cells=n_cells, seed=seed)
+                    ctrl_by_group[groups[k]] = ref.control_cells(
+                        groups[k], max_cells=n_cells, seed=seed
+                    )
                 pc = ctrl_by_group[groups[k]] + (p - c)
             else:
                 pc = cells[k]
-            rows.append({**base, "method": name, **M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k)})
+            rows.append(
+                {
+                    **base,
+                    "method": name,
+                    **M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k),
+                }
+            )
     per = pd.DataFrame(rows)
     agg = per.groupby("method", sort=False)[list(M.METRICS)].mean()
     n_ok = per.groupby("method", sort=False)["r2_mean"].count()
-    agg_rows = [{"scope": "aggregate", "context": "ALL", "condition": "", "dose": "", **{k: "" for k in cov_keys},
-                 "n_cells": int(per.loc[per["method"] == m_, "n_cells"].sum()), "combination": "", "method": m_,
-                 "n_contexts": int(n_ok[m_]), **agg.loc[m_].to_dict()} for m_ in agg.index]
+    agg_rows = [
+        {
+            "scope": "aggregate",
+            "context": "ALL",
+            "condition": "",
+            "dose": "",
+            **{k: "" for k in cov_keys},
+            "n_cells": int(per.loc[per["method"] == m_, "n_cells"].sum()),
+            "combination": "",
+            "method": m_,
+            "n_contexts": int(n_ok[m_]),
+            **agg.loc[m_].to_dict(),
+        }
+        for m_ in agg.index
+    ]
     out = pd.concat([per, pd.DataFrame(agg_rows)], ignore_index=True)
     summary = _summary(agg, n_ok, per, table, split, n_cells, seed, space)
     if truth is not None:
@@ -252,20 +338,39 @@ def _best_baselines(agg: pd.DataFrame) -> dict:
             continue
         best = vals.idxmax() if M.HIGHER_IS_BETTER[m_] else vals.idxmin()
         g = agg.loc["gim", m_] if "gim" in agg.index else np.nan
-        out[m_] = {"method": best, "value": float(vals[best]), "gim": float(g),
-                   "gim_at_least_as_good": bool(g >= vals[best] if M.HIGHER_IS_BETTER[m_] else g <= vals[best])
-                   if np.isfinite(g) else None}
+        out[m_] = {
+            "method": best,
+            "value": float(vals[best]),
+            "gim": float(g),
+            "gim_at_least_as_good": bool(
+                g >= vals[best] if M.HIGHER_IS_BETTER[m_] else g <= vals[best]
+            )
+            if np.isfinite(g)
+            else None,
+        }
     return out
 
 
 def _summary(agg, n_ok, per, table, split, n_cells, seed, space) -> dict:
     def clean(d):
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()
+        }
 
     by_kind = {}
-    for kind, sel in (("single", per["combination"] == False), ("combination", per["combination"] == True)):  # noqa: E712
+    for kind, sel in (
+        ("single", per["combination"] == False),  # noqa: E712
+        ("combination", per["combination"] == True),  # noqa: E712
+    ):
         if sel.any():
-            by_kind[kind] = {m_: clean(v) for m_, v in per[sel].groupby("method", sort=False)[list(M.METRICS)].mean().to_dict("index").items()}
+            by_kind[kind] = {
+                m_: clean(v)
+                for m_, v in per[sel]
+                .groupby("method", sort=False)[list(M.METRICS)]
+                .mean()
+                .to_dict("index")
+                .items()
+            }
     return {
         "schema_version": 1,
         "methods": list(agg.index),
@@ -275,12 +380,20 @@ def _summary(agg, n_ok, per, table, split, n_cells, seed, space) -> dict:
         "higher_is_better": M.HIGHER_IS_BETTER,
         "split": split,
         "n_test_contexts": int(len(table)),
-        "aggregate": {m_: {**clean(agg.loc[m_].to_dict()), "n_contexts": int(n_ok[m_])} for m_ in agg.index},
+        "aggregate": {
+            m_: {**clean(agg.loc[m_].to_dict()), "n_contexts": int(n_ok[m_])} for m_ in agg.index
+        },
         "aggregate_by_kind": by_kind,
         "best_baseline": _best_baselines(agg),
         "per_context": [clean(r) for r in per.to_dict("records")],
-        "params": {"n_cells": n_cells, "seed": seed, "pca_components": int(space.components.shape[0]),
-                   "mmd_bandwidths": list(space.bandwidths), "top_de": M.TOP_DE, "max_cells": M.MAX_CELLS},
+        "params": {
+            "n_cells": n_cells,
+            "seed": seed,
+            "pca_components": int(space.components.shape[0]),
+            "mmd_bandwidths": list(space.bandwidths),
+            "top_de": M.TOP_DE,
+            "max_cells": M.MAX_CELLS,
+        },
     }
 
 
@@ -296,7 +409,9 @@ def _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr) -> dict
             continue
         out[name] = {"train": target_recovery(r, tt)}
         if "B" in truth:
-            out[name]["graph"] = graph_recovery(r, np.asarray(truth["B"]), list(truth.get("genes", run.genes)))
+            out[name]["graph"] = graph_recovery(
+                r, np.asarray(truth["B"]), list(truth.get("genes", run.genes))
+            )
     # held-out contexts: truth labels by condition/dose/covariates
     keys = ["condition", "dose", *[k for k in run.cov_keys if k in tt.columns]]
     gene_idx = {g: i for i, g in enumerate(run.genes)}
@@ -316,13 +431,20 @@ def _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr) -> dict
     trc = tr.table.astype({"dose": str})
     for i, k in enumerate(rows):
         key = tuple(str(tc.iloc[k][c]) for c in ["condition", "dose", *run.cov_keys])
-        hit = np.flatnonzero([tuple(str(trc.iloc[j][c]) for c in ["condition", "dose", *run.cov_keys]) == key for j in range(len(trc))])
+        hit = np.flatnonzero(
+            [
+                tuple(str(trc.iloc[j][c]) for c in ["condition", "dose", *run.cov_keys]) == key
+                for j in range(len(trc))
+            ]
+        )
         if not len(hit):
             continue
         cells = np.flatnonzero(tr.cell_context == hit[0])
         g = tuple(str(tc.iloc[k][c]) for c in run.cov_keys)
         ctrl = Xtr[ref.ctrl_rows.get(g, np.concatenate(list(ref.ctrl_rows.values())))].toarray()
-        score[i] = np.abs(np.asarray(Xtr[cells].mean(0)).ravel() - ctrl.mean(0)) / np.maximum(ctrl.std(0), 1e-3)
+        score[i] = np.abs(np.asarray(Xtr[cells].mean(0)).ravel() - ctrl.mean(0)) / np.maximum(
+            ctrl.std(0), 1e-3
+        )
     out["largest_mean_shift"] = {"train": auroc_auprc(L, score)}
     return out
 
@@ -365,12 +487,21 @@ NOGRAPH_DIR = "nograph"
 def train_cells(annotated: ad.AnnData) -> ad.AnnData:
     """The cells a run trained on, from RUN/annotated.h5ad (obs['gim_context'] != '')."""
     if _keys.OBS_CONTEXT not in annotated.obs.columns:
-        raise ModelError(f"annotated data lacks obs[{_keys.OBS_CONTEXT!r}]; retrain with this gim version")
+        raise ModelError(
+            f"annotated data lacks obs[{_keys.OBS_CONTEXT!r}]; retrain with this gim version"
+        )
     return annotated[(annotated.obs[_keys.OBS_CONTEXT].astype(str) != "").to_numpy()]
 
 
-def evaluate_split(run: GimRun, adata: ad.AnnData, mask: np.ndarray, *, split: dict | None = None,
-                   device: str = "auto", seed: int = 0) -> tuple[EvalResult, GimRun]:
+def evaluate_split(
+    run: GimRun,
+    adata: ad.AnnData,
+    mask: np.ndarray,
+    *,
+    split: dict | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> tuple[EvalResult, GimRun]:
     """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
     method on the held-out cells `adata[~mask]`."""
     from gimcli.training.outputs import cell_context_labels
@@ -378,10 +509,19 @@ def evaluate_split(run: GimRun, adata: ad.AnnData, mask: np.ndarray, *, split: d
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]
     # only cells of contexts the model kept (too-small contexts are dropped from training)
-    labels = [context_label(r, run.cov_keys) for _, r in run.contexts.astype({"dose": str}).iterrows()]
+    labels = [
+        context_label(r, run.cov_keys) for _, r in run.contexts.astype({"dose": str}).iterrows()
+    ]
     train = train[cell_context_labels(train.obs, run, labels) != ""]
     nograph = fit_nograph(run, train, device=device)
     truth = adata.uns.get(_keys.UNS_TRUTH)
-    res = evaluate(run, test, train=train, nograph=nograph, truth=truth if isinstance(truth, dict) else None,
-                   seed=seed, split=split)
+    res = evaluate(
+        run,
+        test,
+        train=train,
+        nograph=nograph,
+        truth=truth if isinstance(truth, dict) else None,
+        seed=seed,
+        split=split,
+    )
     return res, nograph

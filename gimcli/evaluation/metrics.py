@@ -21,17 +21,23 @@ MMD_BANDWIDTH_FACTORS = (0.5, 1.0, 2.0, 4.0)
 
 METRICS = ("r2_mean", "r2_top20_de", "pearson_delta", "mse", "energy_distance", "mmd")
 # Direction of each metric: True when larger is better (used to pick the best baseline).
-HIGHER_IS_BETTER = {"r2_mean": True, "r2_top20_de": True, "pearson_delta": True, "mse": False,
-                    "energy_distance": False, "mmd": False}
+HIGHER_IS_BETTER = {
+    "r2_mean": True,
+    "r2_top20_de": True,
+    "pearson_delta": True,
+    "mse": False,
+    "energy_distance": False,
+    "mmd": False,
+}
 DEFINITIONS = {
     "r2_mean": "sklearn r2_score(y, p) over genes: 1 - sum_j (y_j - p_j)^2 / sum_j (y_j - mean(y))^2",
     "r2_top20_de": "r2_score(y[D], p[D]), D = the 20 genes with largest |y_j - c_j|",
     "pearson_delta": "Pearson correlation over genes of y - c and p - c (NaN when p - c is constant)",
     "mse": "mean over genes of (y_j - p_j)^2",
     "energy_distance": "2 E|X-Y| - E|X-X'| - E|Y-Y'| (Euclidean, V-statistic) in training-cell PCA space, "
-                       f"at most {MAX_CELLS} cells per side subsampled with a fixed seed",
+    f"at most {MAX_CELLS} cells per side subsampled with a fixed seed",
     "mmd": "mean over bandwidths h of MMD^2 = E k(X,X') + E k(Y,Y') - 2 E k(X,Y), k = exp(-|x-y|^2 / (2 h^2)), "
-           f"h = {MMD_BANDWIDTH_FACTORS} x median pairwise distance of training cells (V-statistic)",
+    f"h = {MMD_BANDWIDTH_FACTORS} x median pairwise distance of training cells (V-statistic)",
 }
 
 
@@ -92,7 +98,9 @@ def energy_distance(X: np.ndarray, Y: np.ndarray, *, _d=None) -> float:
     return float(2 * np.sqrt(dxy).mean() - np.sqrt(dxx).mean() - np.sqrt(dyy).mean())
 
 
-def mmd_rbf(X: np.ndarray, Y: np.ndarray, bandwidths: tuple[float, ...] | list[float], *, _d=None) -> float:
+def mmd_rbf(
+    X: np.ndarray, Y: np.ndarray, bandwidths: tuple[float, ...] | list[float], *, _d=None
+) -> float:
     """Squared MMD with the RBF kernel exp(-|x-y|^2 / (2 h^2)), averaged over bandwidths h
     (V-statistic)."""
     dxx, dyy, dxy = _d if _d is not None else _pairs(X, Y)
@@ -119,18 +127,34 @@ class PCASpace:
         k = max(1, min(n_comps, X.shape[1], len(X) - 1))
         _, _, Vt = np.linalg.svd(X - self.center, full_matrices=False)
         self.components = Vt[:k]
-        self.bandwidths = tuple(f * median_distance(self.transform(X), seed=seed) for f in MMD_BANDWIDTH_FACTORS)
+        self.bandwidths = tuple(
+            f * median_distance(self.transform(X), seed=seed) for f in MMD_BANDWIDTH_FACTORS
+        )
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, float) - self.center) @ self.components.T
 
 
-def context_metrics(y: np.ndarray, p: np.ndarray, c: np.ndarray, X_true: np.ndarray | None = None,
-                    X_pred: np.ndarray | None = None, *, space: PCASpace | None = None, seed: int = 0) -> dict[str, float]:
+def context_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    c: np.ndarray,
+    X_true: np.ndarray | None = None,
+    X_pred: np.ndarray | None = None,
+    *,
+    space: PCASpace | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """Every metric of METRICS for one context. Cells are optional (distribution metrics are NaN
     without them); they are subsampled with `seed` and projected with `space`."""
-    out = {"r2_mean": r2_mean(y, p), "r2_top20_de": r2_top_de(y, p, c), "pearson_delta": pearson_delta(y, p, c),
-           "mse": mse(y, p), "energy_distance": float("nan"), "mmd": float("nan")}
+    out = {
+        "r2_mean": r2_mean(y, p),
+        "r2_top20_de": r2_top_de(y, p, c),
+        "pearson_delta": pearson_delta(y, p, c),
+        "mse": mse(y, p),
+        "energy_distance": float("nan"),
+        "mmd": float("nan"),
+    }
     if X_true is not None and X_pred is not None and space is not None:
         A = space.transform(subsample(X_true, seed=seed))
         B = space.transform(subsample(X_pred, seed=seed + 1))

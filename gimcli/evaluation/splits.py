@@ -30,11 +30,15 @@ class Holdout:
     split_key: str | None = None
 
     def any(self) -> bool:
-        return bool(self.conditions or self.doses or self.combinations or self.covariate or self.split_key)
+        return bool(
+            self.conditions or self.doses or self.combinations or self.covariate or self.split_key
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["covariate"] = None if self.covariate is None else f"{self.covariate[0]}={self.covariate[1]}"
+        d["covariate"] = (
+            None if self.covariate is None else f"{self.covariate[0]}={self.covariate[1]}"
+        )
         return d
 
 
@@ -76,7 +80,9 @@ def train_mask(
             v = col.astype(str).str.strip().str.lower()
             bad = sorted(set(v) - _TRAIN_VALUES - _TEST_VALUES)
             if bad:
-                raise InputError(f"split column {holdout.split_key!r}: values {bad[:5]} are neither train nor test")
+                raise InputError(
+                    f"split column {holdout.split_key!r}: values {bad[:5]} are neither train nor test"
+                )
             train = v.isin(_TRAIN_VALUES).to_numpy()
         return _checked(train | is_ctrl, is_ctrl)
 
@@ -84,7 +90,9 @@ def train_mask(
     if holdout.conditions:
         missing = sorted(set(holdout.conditions) - set(pert))
         if missing:
-            raise InputError(f"--holdout-conditions: {missing[:10]} not in obs[{perturbation_key!r}]")
+            raise InputError(
+                f"--holdout-conditions: {missing[:10]} not in obs[{perturbation_key!r}]"
+            )
         held |= pert.isin(holdout.conditions).to_numpy()
     if holdout.doses:
         if dose_key is None:
@@ -93,7 +101,9 @@ def train_mask(
         want = np.asarray(holdout.doses, float)
         hit = np.array([any(np.isclose(x, want).any() for x in v) for v in vals])
         if not (hit & ~is_ctrl).any():
-            raise InputError(f"--holdout-doses {list(holdout.doses)}: no perturbed cell has these doses")
+            raise InputError(
+                f"--holdout-doses {list(holdout.doses)}: no perturbed cell has these doses"
+            )
         held |= hit
     if holdout.combinations:
         is_combo = pert.str.contains(COMBO_SEP, regex=False).to_numpy()
@@ -104,14 +114,18 @@ def train_mask(
         else:
             missing = sorted(set(holdout.combinations) - set(pert[is_combo]))
             if missing:
-                raise InputError(f"--holdout-combinations: {missing[:10]} are not combinations in obs[{perturbation_key!r}]")
+                raise InputError(
+                    f"--holdout-combinations: {missing[:10]} are not combinations in obs[{perturbation_key!r}]"
+                )
             held |= pert.isin(holdout.combinations).to_numpy()
     if holdout.covariate is not None:
         key, value = holdout.covariate
         cov = _column(obs, key, "covariate").astype(str)
         in_value = (cov == value).to_numpy()
         if not in_value.any():
-            raise InputError(f"--holdout-covariate {key}={value}: no cell has this value (have {sorted(cov.unique())[:10]})")
+            raise InputError(
+                f"--holdout-covariate {key}={value}: no cell has this value (have {sorted(cov.unique())[:10]})"
+            )
         held = (held & in_value) if held.any() else in_value
     return _checked(~held | is_ctrl, is_ctrl)
 

@@ -9,7 +9,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from gimcli.gimrun import GimRun
 
 
-def target_labels(run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def target_labels(
+    run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """0/1 matrix (perturbed training contexts x genes) of true direct targets, and the row index
     of those contexts in run.contexts. Context keys are matched on condition, dose and covariates
     present in the truth table."""
@@ -37,7 +39,9 @@ def auroc_auprc(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s))}
 
 
-def target_recovery(run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0) -> dict[str, float]:
+def target_recovery(
+    run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0
+) -> dict[str, float]:
     """AUROC/AUPRC of the posterior target probability of training contexts against the truth."""
     L, rows = target_labels(run, truth_targets, min_abs_shift=min_abs_shift)
     return auroc_auprc(L, run.posterior[rows])

@@ -28,8 +28,18 @@ _INIT_SLOPE = 6.0
 
 
 class InterventionNet(nn.Module):
-    def __init__(self, n_features: int, n_cov: int, d: int, *, hidden: int = 128, n_layers: int = 2,
-                 dose_response: str = "mlp", shift_sd: float = 1.0, spike_sd: float = -0.3):
+    def __init__(
+        self,
+        n_features: int,
+        n_cov: int,
+        d: int,
+        *,
+        hidden: int = 128,
+        n_layers: int = 2,
+        dose_response: str = "mlp",
+        shift_sd: float = 1.0,
+        spike_sd: float = -0.3,
+    ):
         super().__init__()
         # sds of a context's shift around the network's m on targets (tau) and around 0 on
         # non-targets (spike), integrated out (gimcli.model.objective): > 0 fixed, < 0 learned per
@@ -38,7 +48,9 @@ class InterventionNet(nn.Module):
             if sd > 0:
                 self.register_buffer(name, torch.full((d,), math.log(sd)))
             else:
-                setattr(self, name, nn.Parameter(torch.full((d,), math.log(-sd))) if sd < 0 else None)
+                setattr(
+                    self, name, nn.Parameter(torch.full((d,), math.log(-sd))) if sd < 0 else None
+                )
         self.hill = dose_response == "hill"
         layers: list[nn.Module] = []
         width = n_features + n_cov + (0 if self.hill else 1)
@@ -75,7 +87,9 @@ class InterventionNet(nn.Module):
             logits = self.logit(torch.cat([h, dose], -1))
             c, raw = self.dose_head(h).unbind(-1)
             slope = _INIT_SLOPE * F.softplus(raw) / F.softplus(torch.zeros((), device=raw.device))
-            shifts = self.shift(h) * torch.sigmoid(slope.unsqueeze(-1) * (dose - 0.5 - c.unsqueeze(-1)))
+            shifts = self.shift(h) * torch.sigmoid(
+                slope.unsqueeze(-1) * (dose - 0.5 - c.unsqueeze(-1))
+            )
         else:
             h = self.trunk(torch.cat([feats, dose, covs], -1))
             logits = self.logit(h)
@@ -83,6 +97,8 @@ class InterventionNet(nn.Module):
         has_gene = comp_gene >= 0
         if has_gene.any():
             onehot = torch.zeros_like(logits)
-            onehot.scatter_(-1, comp_gene.clamp_min(0).unsqueeze(-1), has_gene.unsqueeze(-1).to(logits.dtype))
+            onehot.scatter_(
+                -1, comp_gene.clamp_min(0).unsqueeze(-1), has_gene.unsqueeze(-1).to(logits.dtype)
+            )
             logits = logits + self.self_logit * onehot
         return logits, shifts

@@ -25,7 +25,12 @@ class ContextBatch:
     comp_mask: torch.Tensor  # (K, C) bool
 
     def to(self, device) -> ContextBatch:
-        return ContextBatch(*(t.to(device) for t in (self.feats, self.dose_t, self.cov, self.comp_gene, self.comp_mask)))
+        return ContextBatch(
+            *(
+                t.to(device)
+                for t in (self.feats, self.dose_t, self.cov, self.comp_gene, self.comp_mask)
+            )
+        )
 
 
 @dataclass
@@ -52,13 +57,31 @@ class LossOutput:
 
 
 class GIMModule(nn.Module):
-    def __init__(self, d: int, n_features: int, n_cov: int, *, hidden: int = 128, n_layers: int = 2, fix_graph: bool = False,
-                 dose_response: str = "mlp", shift_sd: float = 1.0,
-                 spike_sd: float = -0.3):
+    def __init__(
+        self,
+        d: int,
+        n_features: int,
+        n_cov: int,
+        *,
+        hidden: int = 128,
+        n_layers: int = 2,
+        fix_graph: bool = False,
+        dose_response: str = "mlp",
+        shift_sd: float = 1.0,
+        spike_sd: float = -0.3,
+    ):
         super().__init__()
         self.sem = LinearSEM(d, fix_graph=fix_graph)
-        self.net = InterventionNet(n_features, n_cov, d, hidden=hidden, n_layers=n_layers, dose_response=dose_response,
-                                   shift_sd=shift_sd, spike_sd=spike_sd)
+        self.net = InterventionNet(
+            n_features,
+            n_cov,
+            d,
+            hidden=hidden,
+            n_layers=n_layers,
+            dose_response=dose_response,
+            shift_sd=shift_sd,
+            spike_sd=spike_sd,
+        )
 
     def interventions(self, c: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(c.feats, c.dose_t, c.cov, c.comp_gene)
@@ -77,10 +100,24 @@ class GIMModule(nn.Module):
         logits, shifts = self.interventions(batch.contexts)
         ls, lt, lsp = self.sem.log_sd(), self.net.log_tau, self.net.log_spike
         if mode == "exact":
-            ll = exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, lt, lsp).log_marginal
+            ll = exact_marginal(
+                S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, lt, lsp
+            ).log_marginal
         else:
-            ll = relaxed_loglik(S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, temperature, generator,
-                                lt, lsp)
+            ll = relaxed_loglik(
+                S1,
+                S2,
+                n,
+                logits,
+                shifts,
+                batch.contexts.comp_mask,
+                ls,
+                target_cost,
+                temperature,
+                generator,
+                lt,
+                lsp,
+            )
         n_tot = n.sum()
         nll = -(n_tot * self.sem.logdet() + ll.sum()) / n_tot
         l1 = self.sem.weights().abs().sum()
@@ -91,5 +128,15 @@ class GIMModule(nn.Module):
         """Exact posterior of each context's interventions given its cells."""
         S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
-        return exact_marginal(S1, S2, n, logits, shifts, batch.contexts.comp_mask, self.sem.log_sd(), target_cost,
-                              self.net.log_tau, self.net.log_spike)
+        return exact_marginal(
+            S1,
+            S2,
+            n,
+            logits,
+            shifts,
+            batch.contexts.comp_mask,
+            self.sem.log_sd(),
+            target_cost,
+            self.net.log_tau,
+            self.net.log_spike,
+        )

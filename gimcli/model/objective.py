@@ -89,8 +89,18 @@ def shift_var(n_targets: torch.Tensor, log_tau=None, log_spike=None):
     return v + (0.0 if log_spike is None else torch.exp(2 * log_spike))
 
 
-def exact_marginal(S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost: float, log_tau=None,
-                   log_spike=None) -> Marginal:
+def exact_marginal(
+    S1,
+    S2,
+    n,
+    logits,
+    shifts,
+    comp_mask,
+    log_sigma,
+    target_cost: float,
+    log_tau=None,
+    log_spike=None,
+) -> Marginal:
     """Per context and gene, the log marginal likelihood with targets and shifts summed out:
     u_j ~ N(sum_{c in S} m_cj, spike^2 + |S| tau^2) for the subset S of components that target j
     (shift_var)."""
@@ -108,12 +118,28 @@ def exact_marginal(S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost:
     lm = torch.logsumexp(joint, 1)
     post = torch.softmax(joint, 1)
     u = mu if var is None else shift_posterior_mean(S1[:, None], nn_, mu, log_sigma, var)
-    return Marginal(lm, torch.einsum("kpd,pc->kcd", post, P), 1 - post[:, 0], (post[:, 1:] * u[:, 1:]).sum(1), u[:, 0])
+    return Marginal(
+        lm,
+        torch.einsum("kpd,pc->kcd", post, P),
+        1 - post[:, 0],
+        (post[:, 1:] * u[:, 1:]).sum(1),
+        u[:, 0],
+    )
 
 
 def relaxed_loglik(
-    S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost: float, temperature: float,
-    generator: torch.Generator | None = None, log_tau=None, log_spike=None,
+    S1,
+    S2,
+    n,
+    logits,
+    shifts,
+    comp_mask,
+    log_sigma,
+    target_cost: float,
+    temperature: float,
+    generator: torch.Generator | None = None,
+    log_tau=None,
+    log_spike=None,
 ):
     """One-sample relaxed-Bernoulli (Gumbel-sigmoid) estimate of E_{z ~ pi}[log p(X | z)] - c E|z|."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)

@@ -22,7 +22,9 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support")
+        raise InputError(
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support"
+        )
 
 
 @contextlib.contextmanager

@@ -46,46 +46,75 @@ def build_report(run_dir: str | Path) -> str:
     tr = meta.get("training", {})
     parts = [f"<h1>gim run report: {html.escape(str(run_dir))}</h1>"]
     inp = meta.get("input", {})
-    summary = pd.DataFrame([
-        ("input", inp.get("path", "")), ("input SHA-256", inp.get("sha256", "")[:16] + "…"),
-        ("cells trained on", tr.get("n_cells")), ("genes modelled", len(run.genes)),
-        ("contexts", len(meta["contexts"])), ("perturbations (components)", len(meta["components"])),
-        ("features", meta["features"]["kind"]), ("covariates", ", ".join(run.cov_keys) or "none"),
-        ("device", tr.get("device")), ("steps run / best step", f"{tr.get('steps_run')} / {tr.get('best_step')}"),
-        ("training time (s)", round(tr.get("train_seconds", 0), 1)), ("seed", meta["seed"]),
-        ("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())),
-    ], columns=["", "value"])
+    summary = pd.DataFrame(
+        [
+            ("input", inp.get("path", "")),
+            ("input SHA-256", inp.get("sha256", "")[:16] + "…"),
+            ("cells trained on", tr.get("n_cells")),
+            ("genes modelled", len(run.genes)),
+            ("contexts", len(meta["contexts"])),
+            ("perturbations (components)", len(meta["components"])),
+            ("features", meta["features"]["kind"]),
+            ("covariates", ", ".join(run.cov_keys) or "none"),
+            ("device", tr.get("device")),
+            ("steps run / best step", f"{tr.get('steps_run')} / {tr.get('best_step')}"),
+            ("training time (s)", round(tr.get("train_seconds", 0), 1)),
+            ("seed", meta["seed"]),
+            ("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())),
+        ],
+        columns=["", "value"],
+    )
     parts.append(_section("Run", _table(summary)))
     diag = pd.DataFrame([meta.get("diagnostics", {})])
-    parts.append(_section("Causal model diagnostics", _table(diag) + '<p class="note">A = I - B must stay well '
-                          "conditioned; a spectral radius of B at or above 1 means B cannot be read as a stable "
-                          "feedback system, although the equilibrium model stays defined.</p>"))
+    parts.append(
+        _section(
+            "Causal model diagnostics",
+            _table(diag) + '<p class="note">A = I - B must stay well '
+            "conditioned; a spectral radius of B at or above 1 means B cannot be read as a stable "
+            "feedback system, although the equilibrium model stays defined.</p>",
+        )
+    )
 
     metrics_p = run_dir / _keys.METRICS
     if metrics_p.exists():
         hist = pd.read_csv(metrics_p)
         if len(hist):
-            parts.append(_section("Learning curve", _img(plots.learning_curve(hist), "learning curve")))
+            parts.append(
+                _section("Learning curve", _img(plots.learning_curve(hist), "learning curve"))
+            )
 
     if run.posterior is not None:
         tc = run.contexts
         pert = ~tc["is_control"].astype(bool).to_numpy()
         labels = [context_label(r, run.cov_keys) for _, r in tc[pert].iterrows()]
         if pert.any():
-            parts.append(_section(
-                "Direct targets (posterior probability)",
-                _img(plots.target_heatmap(run.posterior[pert], labels, run.genes), "target heatmap")
-                + '<p class="note">Training contexts x the genes most often named as direct targets; '
-                "`gim explain RUN` lists them.</p>"))
+            parts.append(
+                _section(
+                    "Direct targets (posterior probability)",
+                    _img(
+                        plots.target_heatmap(run.posterior[pert], labels, run.genes),
+                        "target heatmap",
+                    )
+                    + '<p class="note">Training contexts x the genes most often named as direct targets; '
+                    "`gim explain RUN` lists them.</p>",
+                )
+            )
 
     edges = graph_table(run, top=25)
-    parts.append(_section("Strongest learned causal edges", _table(edges) +
-                          '<p class="note">weight = B[target, source] in standardised units (pooled within-context sd).</p>'))
+    parts.append(
+        _section(
+            "Strongest learned causal edges",
+            _table(edges)
+            + '<p class="note">weight = B[target, source] in standardised units (pooled within-context sd).</p>',
+        )
+    )
 
     ev_csv = run_dir / _keys.EVAL_CSV
     ev_json = run_dir / _keys.EVAL_JSON
     if ev_json.exists() or ev_csv.exists():
-        parts.append(_section("Held-out evaluation against baselines", _eval_section(ev_csv, ev_json)))
+        parts.append(
+            _section("Held-out evaluation against baselines", _eval_section(ev_csv, ev_json))
+        )
     params = pd.DataFrame(sorted(meta["config"].items()), columns=["parameter", "value"])
     parts.append(_section("Parameters", _table(params, max_rows=200)))
     body = "\n".join(parts)
@@ -111,7 +140,15 @@ def _eval_section(ev_csv: Path, ev_json: Path) -> str:
     out = _table(agg, max_rows=100)
     long = _long_metrics(agg)
     if long is not None and len(long):
-        out = _img(plots.metric_bars(long, method_col="method", metric_col="metric", value_col="value"), "held-out metrics") + out
+        out = (
+            _img(
+                plots.metric_bars(
+                    long, method_col="method", metric_col="metric", value_col="value"
+                ),
+                "held-out metrics",
+            )
+            + out
+        )
     return out
 
 
@@ -119,8 +156,12 @@ def _long_metrics(agg: pd.DataFrame) -> pd.DataFrame | None:
     if {"method", "metric", "value"} <= set(agg.columns):
         return agg[["method", "metric", "value"]]
     if "method" in agg.columns:
-        num = [c for c in agg.columns if c not in ("method", "n_contexts", "n_cells")
-               and np.issubdtype(agg[c].dtype, np.number)]
+        num = [
+            c
+            for c in agg.columns
+            if c not in ("method", "n_contexts", "n_cells")
+            and np.issubdtype(agg[c].dtype, np.number)
+        ]
         if num:
             return agg.melt(id_vars="method", value_vars=num, var_name="metric", value_name="value")
     return None

@@ -42,7 +42,9 @@ def learning_curve(history: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def target_heatmap(prob: np.ndarray, rows: list[str], genes: list[str], *, max_rows: int = 40, max_genes: int = 30) -> bytes:
+def target_heatmap(
+    prob: np.ndarray, rows: list[str], genes: list[str], *, max_rows: int = 40, max_genes: int = 30
+) -> bytes:
     """Target probability, contexts x the genes most often targeted."""
     plt = _plt()
     prob = np.asarray(prob)
@@ -75,7 +77,7 @@ def targets_bars(table: pd.DataFrame, *, label_cols: list[str]) -> bytes:
         ax.set_title(" | ".join(str(k) for k in key if str(k)), fontsize=9)
         ax.set_xlabel("P(direct target)  (red: up, blue: down)", fontsize=7)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(groups):]:
+    for ax in axes.ravel()[len(groups) :]:
         ax.axis("off")
     fig.tight_layout()
     return _png(fig)

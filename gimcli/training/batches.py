@@ -19,8 +19,13 @@ def group_stats(X: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return mean, np.maximum(sq - mean * mean, 0.0)
 
 
-def control_standardisation(X: sp.csr_matrix, cell_group: np.ndarray, is_control_cell: np.ndarray, n_groups: int,
-                            cell_context: np.ndarray | None = None):
+def control_standardisation(
+    X: sp.csr_matrix,
+    cell_group: np.ndarray,
+    is_control_cell: np.ndarray,
+    n_groups: int,
+    cell_context: np.ndarray | None = None,
+):
     """Per covariate group: the control cells' mean, and the sd of cells around their own context's
     mean, pooled over every context of the group (controls only without `cell_context`).
 
@@ -31,7 +36,9 @@ def control_standardisation(X: sp.csr_matrix, cell_group: np.ndarray, is_control
     for g in range(n_groups):
         m, v = group_stats(X, np.flatnonzero(is_control_cell & (cell_group == g)))
         if cell_context is not None:
-            v = pooled_within_variance(X, cell_context, np.flatnonzero((cell_group == g) & (cell_context >= 0)))
+            v = pooled_within_variance(
+                X, cell_context, np.flatnonzero((cell_group == g) & (cell_context >= 0))
+            )
         sd = np.sqrt(v)
         floor = max(0.1 * float(np.median(sd)), 1e-2)
         means.append(m)
@@ -43,17 +50,24 @@ def control_standardisation(X: sp.csr_matrix, cell_group: np.ndarray, is_control
 _VAR_CHUNK_ROWS = 20_000
 
 
-def pooled_within_variance(X: sp.csr_matrix, cell_context: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def pooled_within_variance(
+    X: sp.csr_matrix, cell_context: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """sum_k sum_i (x_i - mean_k)^2 / (N - K) over the contexts k of `rows`, without densifying."""
     ctx, inv = np.unique(cell_context[rows], return_inverse=True)
     n = np.bincount(inv, minlength=len(ctx)).astype(np.float64)
     s1 = np.zeros((len(ctx), X.shape[1]))
     s2 = np.zeros((len(ctx), X.shape[1]))
     for lo in range(0, len(rows), _VAR_CHUNK_ROWS):
-        sub = X[rows[lo:lo + _VAR_CHUNK_ROWS]]
+        sub = X[rows[lo : lo + _VAR_CHUNK_ROWS]]
         # same dtype as X (no float64 copy); chunk sums are accumulated in float64
-        ind = sp.csr_matrix((np.ones(sub.shape[0], sub.dtype), (inv[lo:lo + _VAR_CHUNK_ROWS], np.arange(sub.shape[0]))),
-                            shape=(len(ctx), sub.shape[0]))
+        ind = sp.csr_matrix(
+            (
+                np.ones(sub.shape[0], sub.dtype),
+                (inv[lo : lo + _VAR_CHUNK_ROWS], np.arange(sub.shape[0])),
+            ),
+            shape=(len(ctx), sub.shape[0]),
+        )
         s1 += (ind @ sub).toarray()
         s2 += (ind @ sub.multiply(sub)).toarray()
     within = np.maximum(s2 - s1 * s1 / n[:, None], 0.0).sum(0)
@@ -138,13 +152,19 @@ class TrainData:
     def n_cells(self, split: str) -> int:
         return int(self.split[split][2][self.ctx_ids].sum())
 
-    def sample(self, rng: np.random.Generator, *, split: str = "train", batch_contexts: int, max_cells: int) -> CellBatch:
+    def sample(
+        self, rng: np.random.Generator, *, split: str = "train", batch_contexts: int, max_cells: int
+    ) -> CellBatch:
         cells, starts, counts = self.split[split]
         ids = self.ctx_ids
         full = len(ids) <= batch_contexts and counts[ids].max() <= max_cells
         if full and split in self._fixed:
             return self._fixed[split]
-        ctx = ids if len(ids) <= batch_contexts else np.sort(rng.choice(ids, batch_contexts, replace=False))
+        ctx = (
+            ids
+            if len(ids) <= batch_contexts
+            else np.sort(rng.choice(ids, batch_contexts, replace=False))
+        )
         ctx = ctx[counts[ctx] > 0]
         cnt = counts[ctx]
         rep = np.repeat(np.arange(len(ctx)), cnt)

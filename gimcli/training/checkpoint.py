@@ -50,15 +50,25 @@ class Checkpointer:
         JSON-able facts that must be equal for a checkpoint to be resumed (config, input hash, ...).
     """
 
-    def __init__(self, path: str | Path, *, every_min: float | None = None, resume: bool = False,
-                 fingerprint: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        every_min: float | None = None,
+        resume: bool = False,
+        fingerprint: dict[str, Any] | None = None,
+    ):
         self.path = Path(path)
         self.every_s = float(every_min) * 60.0 if every_min else None
         self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
-        self.state: dict[str, Any] | None = load_checkpoint(self.path, self.fingerprint) if resume else None
+        self.state: dict[str, Any] | None = (
+            load_checkpoint(self.path, self.fingerprint) if resume else None
+        )
         self.meta: dict[str, Any] = json.loads(self.state["meta"]) if self.state is not None else {}
         self.restart = 0
-        self.prior: tuple[dict, dict] | None = None  # (state dict, history) of the best finished restart
+        self.prior: tuple[dict, dict] | None = (
+            None  # (state dict, history) of the best finished restart
+        )
         self._signal: str | None = None
         self._last = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
@@ -88,7 +98,7 @@ class Checkpointer:
         """(state dict, History fields) of the best restart finished before the checkpoint."""
         if self.state is None or "prior" not in self.meta:
             return None
-        sd = {k[len("prior."):]: v for k, v in self.state.items() if k.startswith("prior.")}
+        sd = {k[len("prior.") :]: v for k, v in self.state.items() if k.startswith("prior.")}
         return sd, self.meta["prior"]
 
     def begin_restart(self, r: int, best: tuple[dict, dict] | None) -> None:
@@ -98,28 +108,38 @@ class Checkpointer:
             self.state, self.meta = None, {}  # the checkpoint belonged to an earlier restart
 
     # -- the loop's two hooks (gimcli.training.trainer.fit) -------------------------------------
-    def restore(self, module, opt, rng: np.random.Generator, gen: torch.Generator, hist) -> tuple[int, dict | None, int]:
+    def restore(
+        self, module, opt, rng: np.random.Generator, gen: torch.Generator, hist
+    ) -> tuple[int, dict | None, int]:
         """Load the saved loop state into the given objects; returns (first step, best state,
         evaluations without improvement). (0, None, 0) when there is nothing to resume."""
         if self.state is None:
             return 0, None, 0
         s, m = self.state, self.meta
-        module.load_state_dict({k[len("module."):]: v for k, v in s.items() if k.startswith("module.")})
+        module.load_state_dict(
+            {k[len("module.") :]: v for k, v in s.items() if k.startswith("module.")}
+        )
         opt.load_state_dict(s["optimizer"])
         rng.bit_generator.state = m["numpy_rng"]
         gen.set_state(s["rng.generator"])
         torch.set_rng_state(s["rng.torch"])
-        if "rng.cuda" in s and torch.cuda.is_available() and len(s["rng.cuda"]) == torch.cuda.device_count():
+        if (
+            "rng.cuda" in s
+            and torch.cuda.is_available()
+            and len(s["rng.cuda"]) == torch.cuda.device_count()
+        ):
             torch.cuda.set_rng_state_all(s["rng.cuda"])
         hist.rows = list(m["history"]["rows"])
         hist.best_val = float(m["history"]["best_val"])
         hist.best_step = int(m["history"]["best_step"])
-        best = {k[len("best."):]: v for k, v in s.items() if k.startswith("best.")} or None
+        best = {k[len("best.") :]: v for k, v in s.items() if k.startswith("best.")} or None
         log.info("resuming from %s at step %d (restart %d)", self.path, m["step"], self.restart)
         self.state = None  # consumed: a later restart starts fresh
         return int(m["step"]), best, int(m["bad_evals"])
 
-    def after_step(self, step: int, module, opt, rng, gen, hist, best_state, bad_evals: int) -> None:
+    def after_step(
+        self, step: int, module, opt, rng, gen, hist, best_state, bad_evals: int
+    ) -> None:
         """Save when the timer is due or a signal came; after a signal, stop with `Preempted`."""
         due = self.every_s is not None and time.monotonic() - self._last >= self.every_s
         if not (due or self._signal):
@@ -132,7 +152,9 @@ class Checkpointer:
             )
 
     def save(self, step: int, module, opt, rng, gen, hist, best_state, bad_evals: int) -> None:
-        tensors: dict[str, Any] = {f"module.{k}": v.detach().cpu() for k, v in module.state_dict().items()}
+        tensors: dict[str, Any] = {
+            f"module.{k}": v.detach().cpu() for k, v in module.state_dict().items()
+        }
         if best_state is not None:
             tensors.update({f"best.{k}": v.detach().cpu() for k, v in best_state.items()})
         if self.prior is not None:
@@ -143,8 +165,12 @@ class Checkpointer:
         if torch.cuda.is_available():  # nothing draws from it today; cheap insurance for new layers
             tensors["rng.cuda"] = torch.cuda.get_rng_state_all()
         meta = {
-            "format": CHECKPOINT_FORMAT, "gim_version": __version__, "fingerprint": self.fingerprint,
-            "step": step, "restart": self.restart, "bad_evals": bad_evals,
+            "format": CHECKPOINT_FORMAT,
+            "gim_version": __version__,
+            "fingerprint": self.fingerprint,
+            "step": step,
+            "restart": self.restart,
+            "bad_evals": bad_evals,
             "numpy_rng": rng.bit_generator.state,
             "history": {"rows": hist.rows, "best_val": hist.best_val, "best_step": hist.best_step},
         }
@@ -162,14 +188,26 @@ class Checkpointer:
         self.path.unlink(missing_ok=True)
 
 
-def run_checkpointer(out: Path, *, every_min: float, resume: bool, config, input_info: dict, device: str,
-                     options: list) -> Checkpointer:
+def run_checkpointer(
+    out: Path,
+    *,
+    every_min: float,
+    resume: bool,
+    config,
+    input_info: dict,
+    device: str,
+    options: list,
+) -> Checkpointer:
     """The checkpointer of `gim train --out OUT`: OUT/checkpoint.pt, tied to the config, the
     input's hash, the data options and the device type (a CPU checkpoint resumes on CPU)."""
     from gimcli import _keys
 
-    fp = {"config": config.to_dict(), "input_sha256": input_info.get("sha256"), "options": options,
-          "device": device.split(":")[0]}
+    fp = {
+        "config": config.to_dict(),
+        "input_sha256": input_info.get("sha256"),
+        "options": options,
+        "device": device.split(":")[0],
+    }
     path = Path(out) / _keys.CHECKPOINT
     if not resume and path.exists():
         log.warning("%s exists and will be replaced; pass --resume to continue from it", path)
@@ -187,17 +225,23 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] |
     except Exception as e:  # truncated file, pickled objects (refused, never run), not a checkpoint
         from gimcli.gimrun import weights_only_reason
 
-        raise CheckpointMismatch(f"{path}: cannot load checkpoint safely ({type(e).__name__}: "
-                                 f"{weights_only_reason(e)}); delete it to start over") from e
+        raise CheckpointMismatch(
+            f"{path}: cannot load checkpoint safely ({type(e).__name__}: "
+            f"{weights_only_reason(e)}); delete it to start over"
+        ) from e
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path}: checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                                 f"this gim {__version__} reads format {CHECKPOINT_FORMAT}; delete it to start over")
+        raise CheckpointMismatch(
+            f"{path}: checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+            f"this gim {__version__} reads format {CHECKPOINT_FORMAT}; delete it to start over"
+        )
     diff = _first_difference(meta.get("fingerprint", {}), fingerprint)
     if diff:
         k, there, now = diff
-        raise CheckpointMismatch(f"{path}: checkpoint is from a different run ({k}: {_short(there)} there, "
-                                 f"{_short(now)} now); rerun with the same data and options, "
-                                 "or delete it to start over")
+        raise CheckpointMismatch(
+            f"{path}: checkpoint is from a different run ({k}: {_short(there)} there, "
+            f"{_short(now)} now); rerun with the same data and options, "
+            "or delete it to start over"
+        )
     return state
 
 
@@ -205,7 +249,9 @@ def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | N
     """(dotted key, a's value, b's value) of the first place two JSON values differ, or None."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k)
+            d = _first_difference(
+                a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else k
+            )
             if d:
                 return d
         return None

@@ -52,7 +52,13 @@ class DataParallel:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         # gloo reduces on the host; NCCL on the device
         self.comm_device = device if backend == "nccl" else torch.device("cpu")
-        log.info("data parallel: rank %d of %d, backend %s, device %s", self.rank, self.world, backend, device)
+        log.info(
+            "data parallel: rank %d of %d, backend %s, device %s",
+            self.rank,
+            self.world,
+            backend,
+            device,
+        )
 
     @classmethod
     def from_env(cls, device: torch.device) -> DataParallel | None:
@@ -83,7 +89,9 @@ class DataParallel:
         A parameter without a gradient on this rank (e.g. unused by its shard) counts as zero.
         """
         params = [p for p in module.parameters() if p.requires_grad]
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        flat = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        )
         buf = torch.cat([flat * n_local, flat.new_tensor([n_local])]).to(self.comm_device)
         dist.all_reduce(buf)
         buf = (buf[:-1] / buf[-1]).to(flat.device)
@@ -95,8 +103,11 @@ class DataParallel:
     def weighted_mean(self, value: float, weight: float) -> float:
         """Mean of a per-cell value over ranks, weighted by each rank's cells (NaN-safe)."""
         ok = np.isfinite(value) and weight > 0
-        t = torch.tensor([value * weight if ok else 0.0, weight if ok else 0.0], dtype=torch.float64,
-                         device=self.comm_device)
+        t = torch.tensor(
+            [value * weight if ok else 0.0, weight if ok else 0.0],
+            dtype=torch.float64,
+            device=self.comm_device,
+        )
         dist.all_reduce(t)
         return float(t[0] / t[1]) if float(t[1]) > 0 else float("nan")
 

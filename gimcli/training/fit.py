@@ -57,7 +57,9 @@ def component_features(
     if smiles_key is not None or drug_features is not None:
         if smiles_key is not None:
             if smiles_key not in obs.columns:
-                raise InputError(f"SMILES column {smiles_key!r} not in obs (have {list(obs.columns)[:20]})")
+                raise InputError(
+                    f"SMILES column {smiles_key!r} not in obs (have {list(obs.columns)[:20]})"
+                )
             # SMILES may contain '+', so only single-perturbation rows give a component's SMILES.
             rows = obs.loc[single.isin(comp_names), [smiles_key]].assign(_c=single)
             rows = rows[rows[smiles_key].notna() & (rows[smiles_key].astype(str).str.strip() != "")]
@@ -67,11 +69,24 @@ def component_features(
         missing = [c for c in comp_names if c not in smiles or pd.isna(smiles[c])]
         if missing:
             src = f"obs[{smiles_key!r}]" if smiles_key else "--drug-features"
-            raise InputError(f"no SMILES in {src} for perturbation(s) {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
-        fps = morgan_fingerprints({c: smiles[c] for c in comp_names}, radius=cfg.fp_radius,
-                                  n_bits=cfg.fp_bits, chirality=cfg.fp_chirality)
-        spec = FeatureSpec(kind="smiles", components=comp_names, radius=cfg.fp_radius, n_bits=cfg.fp_bits,
-                           chirality=cfg.fp_chirality, smiles={c: str(smiles[c]) for c in comp_names})
+            raise InputError(
+                f"no SMILES in {src} for perturbation(s) {missing[:10]}"
+                + (" ..." if len(missing) > 10 else "")
+            )
+        fps = morgan_fingerprints(
+            {c: smiles[c] for c in comp_names},
+            radius=cfg.fp_radius,
+            n_bits=cfg.fp_bits,
+            chirality=cfg.fp_chirality,
+        )
+        spec = FeatureSpec(
+            kind="smiles",
+            components=comp_names,
+            radius=cfg.fp_radius,
+            n_bits=cfg.fp_bits,
+            chirality=cfg.fp_chirality,
+            smiles={c: str(smiles[c]) for c in comp_names},
+        )
         return spec, np.stack([fps[c] for c in comp_names])
     if feature_keys:
         for k in feature_keys:
@@ -84,7 +99,9 @@ def component_features(
         vals = vals[vals.notna().all(1)]
         missing = [c for c in comp_names if c not in vals.index]
         if missing:
-            raise InputError(f"no values in feature columns {feature_keys} for perturbation(s) {missing[:10]}")
+            raise InputError(
+                f"no values in feature columns {feature_keys} for perturbation(s) {missing[:10]}"
+            )
         values = {c: vals.loc[c].to_numpy(np.float32) for c in comp_names}
         if not np.isfinite(np.stack(list(values.values()))).all():
             raise InputError(f"feature columns {feature_keys} contain infinite values")
@@ -124,18 +141,40 @@ def train(
     ddp = DataParallel.from_env(dev)  # under torchrun: contexts sharded over processes
     cfg = config
     data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
-    ctx = build_contexts(data.obs, perturbation_key=perturbation_key, control=control, dose_key=dose_key,
-                         covariate_keys=covariate_keys, min_cells=cfg.min_cells_per_context)
+    ctx = build_contexts(
+        data.obs,
+        perturbation_key=perturbation_key,
+        control=control,
+        dose_key=dose_key,
+        covariate_keys=covariate_keys,
+        min_cells=cfg.min_cells_per_context,
+    )
     if (~ctx.table["is_control"]).sum() == 0:
-        raise InputError(f"no perturbed cells: every cell in obs[{perturbation_key!r}] is {control!r}")
-    spec, comp_feats = component_features(data.obs, ctx.comp_names, perturbation_key=perturbation_key,
-                                          smiles_key=smiles_key, drug_features=drug_features,
-                                          feature_keys=feature_keys, cfg=cfg)
+        raise InputError(
+            f"no perturbed cells: every cell in obs[{perturbation_key!r}] is {control!r}"
+        )
+    spec, comp_feats = component_features(
+        data.obs,
+        ctx.comp_names,
+        perturbation_key=perturbation_key,
+        smiles_key=smiles_key,
+        drug_features=drug_features,
+        feature_keys=feature_keys,
+        cfg=cfg,
+    )
     force = ctx.comp_names if spec.kind == "identity" else None
-    X, pinfo = preprocess(data, counts_layer=counts_layer, n_top_genes=cfg.n_top_genes,
-                          hvg_flavor=cfg.hvg_flavor, target_sum=cfg.target_sum, force_genes=force)
+    X, pinfo = preprocess(
+        data,
+        counts_layer=counts_layer,
+        n_top_genes=cfg.n_top_genes,
+        hvg_flavor=cfg.hvg_flavor,
+        target_sum=cfg.target_sum,
+        force_genes=force,
+    )
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
-    comp_gene = np.array([gene_of.get(c, -1) if spec.kind == "identity" else -1 for c in ctx.comp_names], np.int64)
+    comp_gene = np.array(
+        [gene_of.get(c, -1) if spec.kind == "identity" else -1 for c in ctx.comp_names], np.int64
+    )
 
     cell_ctx = ctx.cell_context
     cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
@@ -146,19 +185,48 @@ def train(
 
     max_dose = float(ctx.comp_dose.max()) if ctx.comp_dose.size else 1.0
     dose_scale = float(np.log10(1.0 + max_dose)) if max_dose > 0 else 1.0
-    cb = context_batch(comp_feats, ctx.components, dose_transform(ctx.comp_dose, dose_scale),
-                       ctx.cov_onehot()[ctx.cov_group], comp_gene)
-    tdata = TrainData(X, cell_ctx, cb, cell_group, mean, sd, val_fraction=cfg.val_fraction, seed=cfg.seed, device=dev)
+    cb = context_batch(
+        comp_feats,
+        ctx.components,
+        dose_transform(ctx.comp_dose, dose_scale),
+        ctx.cov_onehot()[ctx.cov_group],
+        comp_gene,
+    )
+    tdata = TrainData(
+        X,
+        cell_ctx,
+        cb,
+        cell_group,
+        mean,
+        sd,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        device=dev,
+    )
     shard = ddp.shard(tdata.split["train"][2] + tdata.split["val"][2]) if ddp else None
     tdata, t_prep = step_data(tdata, cfg, contexts=shard), time.perf_counter() - t_start
     n_cov = cb.cov.shape[1]
-    log.info("training on %d cells, %d contexts (%d components), %d genes, device %s",
-             int((cell_ctx >= 0).sum()), ctx.n_contexts, len(ctx.comp_names), len(pinfo.genes), dev)
+    log.info(
+        "training on %d cells, %d contexts (%d components), %d genes, device %s",
+        int((cell_ctx >= 0).sum()),
+        ctx.n_contexts,
+        len(ctx.comp_names),
+        len(pinfo.genes),
+        dev,
+    )
 
     def new_module() -> GIMModule:
-        return GIMModule(len(pinfo.genes), comp_feats.shape[1], n_cov, hidden=cfg.hidden,
-                         n_layers=cfg.n_layers, fix_graph=cfg.fix_graph, dose_response=cfg.dose_response,
-                         shift_sd=cfg.shift_sd, spike_sd=cfg.spike_sd).to(dev, torch.float32)  # whatever the default dtype
+        return GIMModule(
+            len(pinfo.genes),
+            comp_feats.shape[1],
+            n_cov,
+            hidden=cfg.hidden,
+            n_layers=cfg.n_layers,
+            fix_graph=cfg.fix_graph,
+            dose_response=cfg.dose_response,
+            shift_sd=cfg.shift_sd,
+            spike_sd=cfg.spike_sd,
+        ).to(dev, torch.float32)  # whatever the default dtype
 
     best: tuple[float, GIMModule, History] | None = None
     if checkpoint is not None and (prior := checkpoint.prior_best()) is not None:
@@ -171,8 +239,21 @@ def train(
             ddp.broadcast(module)
         if checkpoint is not None:
             checkpoint.begin_restart(r, best and (best[1].state_dict(), vars(best[2])))
-        hist = fit(module, tdata, cfg, seed=cfg.seed + r, progress=progress, checkpoint=checkpoint, sync=ddp)
-        log.info("restart %d: best validation objective %.4f at step %d", r, hist.best_val, hist.best_step)
+        hist = fit(
+            module,
+            tdata,
+            cfg,
+            seed=cfg.seed + r,
+            progress=progress,
+            checkpoint=checkpoint,
+            sync=ddp,
+        )
+        log.info(
+            "restart %d: best validation objective %.4f at step %d",
+            r,
+            hist.best_val,
+            hist.best_step,
+        )
         if best is None or hist.best_val < best[0]:
             best = (hist.best_val, module, hist)
     _, module, hist = best
@@ -187,12 +268,21 @@ def train(
         "seed": cfg.seed,
         "config": cfg.to_dict(),
         "input": input_info or {},
-        "keys": {"perturbation_key": perturbation_key, "control": control, "dose_key": dose_key,
-                 "covariate_keys": list(covariate_keys or []), "smiles_key": smiles_key,
-                 "feature_keys": list(feature_keys or []), "counts_layer": counts_layer},
+        "keys": {
+            "perturbation_key": perturbation_key,
+            "control": control,
+            "dose_key": dose_key,
+            "covariate_keys": list(covariate_keys or []),
+            "smiles_key": smiles_key,
+            "feature_keys": list(feature_keys or []),
+            "counts_layer": counts_layer,
+        },
         "preprocess": pinfo.to_dict(),
-        "covariates": {"keys": ctx.cov_keys, "categories": ctx.cov_categories,
-                       "groups": ctx.groups.to_dict("records") if ctx.cov_keys else []},
+        "covariates": {
+            "keys": ctx.cov_keys,
+            "categories": ctx.cov_categories,
+            "groups": ctx.groups.to_dict("records") if ctx.cov_keys else [],
+        },
         "features": spec.to_dict(),
         "n_features": int(comp_feats.shape[1]),
         "n_cov": int(n_cov),
@@ -200,17 +290,33 @@ def train(
         "components": ctx.comp_names,
         "comp_gene": comp_gene.tolist(),
         "contexts": _jsonable_table(ctx.table),
-        "training": {"best_step": hist.best_step, "best_val_nll": hist.best_val, "stopped_early": hist.stopped_early,
-                     "steps_run": hist.rows[-1]["step"] + 1 if hist.rows else 0, "train_seconds": hist.seconds,
-                     "total_seconds": time.perf_counter() - t_start, "device": str(dev),
-                     "prepare_seconds": t_prep, "peak_gpu_bytes": peak_gpu_bytes(dev),
-                     "n_cells": int((cell_ctx >= 0).sum())},
+        "training": {
+            "best_step": hist.best_step,
+            "best_val_nll": hist.best_val,
+            "stopped_early": hist.stopped_early,
+            "steps_run": hist.rows[-1]["step"] + 1 if hist.rows else 0,
+            "train_seconds": hist.seconds,
+            "total_seconds": time.perf_counter() - t_start,
+            "device": str(dev),
+            "prepare_seconds": t_prep,
+            "peak_gpu_bytes": peak_gpu_bytes(dev),
+            "n_cells": int((cell_ctx >= 0).sum()),
+        },
         "diagnostics": module.sem.diagnostics(),
         "history": hist.rows,
     }
-    run = GimRun(module=module.cpu(), meta=meta, comp_feats=comp_feats, std_mean=mean, std_sd=sd, posterior=posterior,
-                 posterior_shift=posterior_shift,
-                 posterior_spike=posterior_spike, ref_cells=ref_cells, ref_group=cell_group[ref_rows].astype(np.int64))
+    run = GimRun(
+        module=module.cpu(),
+        meta=meta,
+        comp_feats=comp_feats,
+        std_mean=mean,
+        std_sd=sd,
+        posterior=posterior,
+        posterior_shift=posterior_shift,
+        posterior_spike=posterior_spike,
+        ref_cells=ref_cells,
+        ref_group=cell_group[ref_rows].astype(np.int64),
+    )
     return run, hist
 
 
@@ -219,7 +325,9 @@ def train(
 N_REFERENCE_CONTROLS = 500
 
 
-def reference_controls(cell_group: np.ndarray, is_ctrl_cell: np.ndarray, n_groups: int, *, seed: int) -> np.ndarray:
+def reference_controls(
+    cell_group: np.ndarray, is_ctrl_cell: np.ndarray, n_groups: int, *, seed: int
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rows = []
     for g in range(n_groups):
@@ -236,7 +344,9 @@ def _jsonable_table(t: pd.DataFrame) -> list[dict]:
 
 
 @torch.no_grad()
-def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_posterior(
+    module: GIMModule, data: TrainData, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per training context and gene: the exact posterior probability that it is a direct target,
     and the posterior mean of its direct shift u if targeted and if not (standardised units)."""
     total = data.split["val"][2] + data.split["train"][2]
@@ -254,7 +364,6 @@ def training_posterior(module: GIMModule, data: TrainData, cfg: TrainConfig) -> 
         spike[ids] = m.u_null.cpu().numpy()
         start = stop
     return out, shift, spike
-
 
 
 __all__ = ["train", "resolve_device", "Contexts"]

@@ -60,11 +60,21 @@ def cell_context_labels(obs: pd.DataFrame, run: GimRun, labels: list[str]) -> np
     pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
     raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else None
     # a dose the model never saw (unparseable) simply gets no label
-    cells = pd.DataFrame({"condition": pert, "dose": canonical_doses(pert, raw, control=keys["control"],
-                                                                      dose_key=keys["dose_key"], strict=False)})
+    cells = pd.DataFrame(
+        {
+            "condition": pert,
+            "dose": canonical_doses(
+                pert, raw, control=keys["control"], dose_key=keys["dose_key"], strict=False
+            ),
+        }
+    )
     for k in cov_keys:
         cells[k] = obs[k].astype(str).to_numpy()
-    table = run.contexts.astype({"dose": str})[["condition", "dose", *cov_keys]].astype(str).assign(_label=labels)
+    table = (
+        run.contexts.astype({"dose": str})[["condition", "dose", *cov_keys]]
+        .astype(str)
+        .assign(_label=labels)
+    )
     merged = cells.merge(table, on=["condition", "dose", *cov_keys], how="left")
     return merged["_label"].fillna("").to_numpy(dtype=object)
 
@@ -74,8 +84,14 @@ def write_metrics(hist: History, path: Path) -> None:
         pd.DataFrame(hist.rows).to_csv(tmp, index=False)
 
 
-def write_run(run: GimRun, hist: History, out: Path, *, adata: ad.AnnData | None = None,
-              train_mask: np.ndarray | None = None) -> dict[str, str]:
+def write_run(
+    run: GimRun,
+    hist: History,
+    out: Path,
+    *,
+    adata: ad.AnnData | None = None,
+    train_mask: np.ndarray | None = None,
+) -> dict[str, str]:
     """Model, metrics and (when given the input) the annotated input; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     run.save(out)

@@ -30,7 +30,9 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def provenance(*, seed: int | None = None, inputs: dict[str, str | Path | None] | None = None) -> dict:
+def provenance(
+    *, seed: int | None = None, inputs: dict[str, str | Path | None] | None = None
+) -> dict:
     """Seed, package versions and the SHA-256 of each input file: recorded in every output."""
     from gimcli.data.io import file_sha256
     from gimcli.gimrun import versions
@@ -41,6 +43,10 @@ def provenance(*, seed: int | None = None, inputs: dict[str, str | Path | None] 
             continue
         p = Path(p)
         files[name] = {"path": str(p), "sha256": file_sha256(p) if p.is_file() else ""}
-    return {"seed": seed, "versions": versions(), "inputs": files,
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "seed": seed,
+        "versions": versions(),
+        "inputs": files,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -54,8 +54,15 @@ class StatsBatch:
         return S1, S2, n
 
 
-def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precision: str = "fp32",
-                contexts: np.ndarray | None = None, scatter: bool = True) -> StatsBatch | None:
+def split_stats(
+    data: TrainData,
+    split: str,
+    *,
+    chunk: int | None = None,
+    precision: str = "fp32",
+    contexts: np.ndarray | None = None,
+    scatter: bool = True,
+) -> StatsBatch | None:
     """StatsBatch of one split's cells ("train", "val" or "all"; only `contexts`, when given);
     None if it has no cells. Without `scatter`, W is left at zero: enough for posteriors, which
     do not depend on S2, and no dense chunk of cells is ever made."""
@@ -74,7 +81,9 @@ def split_stats(data: TrainData, split: str, *, chunk: int | None = None, precis
     rows = cells[starts[ctx][rep] + np.arange(len(rep)) - first[rep]]
     dev = data.device
     # Raw per-context sums through a sparse indicator product: no densifying, no copy of X.
-    ind = sp.csr_matrix((np.ones(len(rows), np.float32), (rep, rows)), shape=(len(ctx), data.X.shape[0]))
+    ind = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rep, rows)), shape=(len(ctx), data.X.shape[0])
+    )
     raw_sum = np.asarray((ind @ data.X).todense(), dtype=np.float64)
     grp = data.cell_group[rows[first]]  # a context lies in one covariate group
     mean = data.mean.double().cpu().numpy()[grp]
@@ -104,21 +113,32 @@ class FullStats:
     Posteriors after training come from the same sums over all cells (`all_cells`).
     """
 
-    def __init__(self, data: TrainData, *, precision: str = "fp32", contexts: np.ndarray | None = None):
+    def __init__(
+        self, data: TrainData, *, precision: str = "fp32", contexts: np.ndarray | None = None
+    ):
         self.cells = data
         self.K = data.K
         self.device = data.device
         self.split = data.split
         self.precision = precision
         self.shard = contexts
-        self._stats = {s: split_stats(data, s, precision=precision, contexts=contexts) for s in ("train", "val")}
+        self._stats = {
+            s: split_stats(data, s, precision=precision, contexts=contexts)
+            for s in ("train", "val")
+        }
 
     def n_cells(self, split: str) -> int:
         st = self._stats[split]
         return 0 if st is None else int(st.n.sum())
 
-    def sample(self, rng: np.random.Generator, *, split: str = "train", batch_contexts: int = 0,
-               max_cells: int = 0) -> StatsBatch:
+    def sample(
+        self,
+        rng: np.random.Generator,
+        *,
+        split: str = "train",
+        batch_contexts: int = 0,
+        max_cells: int = 0,
+    ) -> StatsBatch:
         return self._stats[split]
 
     def all_cells(self, ctx_ids: np.ndarray | None = None) -> StatsBatch:

@@ -40,7 +40,9 @@ def phase_of(step: int, cfg: TrainConfig) -> str:
 
 
 @torch.no_grad()
-def validation_nll(module: GIMModule, data: TrainData, cfg: TrainConfig, rng: np.random.Generator) -> float:
+def validation_nll(
+    module: GIMModule, data: TrainData, cfg: TrainConfig, rng: np.random.Generator
+) -> float:
     if data.n_cells("val") == 0:
         return float("nan")
     batch = data.sample(rng, split="val", batch_contexts=data.K, max_cells=_VAL_MAX_CELLS)
@@ -53,8 +55,13 @@ def optimizer(module: GIMModule, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in module.net.named_parameters() if p.requires_grad and p.ndim == 2]
     ids = {id(p) for p in decay}
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
 
 
 def fit(
@@ -88,13 +95,21 @@ def fit(
     for step in range(start, cfg.steps):
         phase = phase_of(step, cfg)
         l1 = 0.0 if module.sem.fix_graph else cfg.l1_graph
-        batch = data.sample(rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context)
+        batch = data.sample(
+            rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context
+        )
         out = module.loss(
-            batch, mode=phase, target_cost=cfg.target_cost,
-            l1_graph=l1, temperature=cfg.temperature, generator=gen,
+            batch,
+            mode=phase,
+            target_cost=cfg.target_cost,
+            l1_graph=l1,
+            temperature=cfg.temperature,
+            generator=gen,
         )
         if not torch.isfinite(out.loss):
-            raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")
+            raise TrainingError(
+                f"objective became {float(out.loss)} at step {step}; try a lower --lr"
+            )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         if sync is not None:
@@ -106,8 +121,13 @@ def fit(
             if sync is not None:
                 val = sync.weighted_mean(val, data.n_cells("val"))
             row = {
-                "step": step, "phase": phase, "loss": float(out.loss.detach()), "train_nll": float(out.nll),
-                "val_nll": val, "l1_B": float(out.l1), "seconds": time.perf_counter() - t0,
+                "step": step,
+                "phase": phase,
+                "loss": float(out.loss.detach()),
+                "train_nll": float(out.nll),
+                "val_nll": val,
+                "l1_B": float(out.l1),
+                "seconds": time.perf_counter() - t0,
             }
             hist.rows.append(row)
             if progress:
@@ -127,7 +147,9 @@ def fit(
             checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:
         module.load_state_dict(best_state)
-    elif hist.rows:  # no exact phase: the last evaluation (train objective without validation cells)
+    elif (
+        hist.rows
+    ):  # no exact phase: the last evaluation (train objective without validation cells)
         last = hist.rows[-1]
         hist.best_val = last["val_nll"] if np.isfinite(last["val_nll"]) else last["train_nll"]
     hist.seconds = time.perf_counter() - t0

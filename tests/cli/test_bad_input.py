@@ -55,35 +55,87 @@ def _dup_obs(a):
 
 # id -> (corrupt the tiny screen, extra CLI args, substrings the one-line message must contain)
 CASES = {
-    "nan_in_X": (lambda a: _set_x(a, 5, 2, np.nan), [], ["X: contains NaN", "cell 'cell5'", "gene 'G2'"]),
+    "nan_in_X": (
+        lambda a: _set_x(a, 5, 2, np.nan),
+        [],
+        ["X: contains NaN", "cell 'cell5'", "gene 'G2'"],
+    ),
     "inf_in_X": (lambda a: _set_x(a, 7, 1, np.inf), [], ["infinite", "cell 'cell7'", "gene 'G1'"]),
-    "negative_in_X": (lambda a: _set_x(a, 3, 4, -0.5), [], ["negative values (min -0.5", "cell 'cell3'"]),
-    "normalised_not_logged": (lambda a: _dense(_set_x(_counts(a), 0, 0, 1234.5)), [],
-                              ["non-integer values up to", "1234", "neither integer counts nor log-normalised"]),
-    "counts_mixed_with_log": (lambda a: _set_x(_counts(a), 130, 6, 0.6931), [],
-                              ["non-integer values up to", "0.6931 at cell 'cell130', gene 'G6'"]),
-    "counts_layer_not_integer": (lambda a: (a.layers.__setitem__("counts", a.X.copy()), a)[1],
-                                 ["--counts-layer", "counts"], ["--counts-layer given but", "not integer counts"]),
-    "counts_layer_missing": (lambda a: a, ["--counts-layer", "raw"], ["--counts-layer 'raw': no such layer"]),
+    "negative_in_X": (
+        lambda a: _set_x(a, 3, 4, -0.5),
+        [],
+        ["negative values (min -0.5", "cell 'cell3'"],
+    ),
+    "normalised_not_logged": (
+        lambda a: _dense(_set_x(_counts(a), 0, 0, 1234.5)),
+        [],
+        ["non-integer values up to", "1234", "neither integer counts nor log-normalised"],
+    ),
+    "counts_mixed_with_log": (
+        lambda a: _set_x(_counts(a), 130, 6, 0.6931),
+        [],
+        ["non-integer values up to", "0.6931 at cell 'cell130', gene 'G6'"],
+    ),
+    "counts_layer_not_integer": (
+        lambda a: (a.layers.__setitem__("counts", a.X.copy()), a)[1],
+        ["--counts-layer", "counts"],
+        ["--counts-layer given but", "not integer counts"],
+    ),
+    "counts_layer_missing": (
+        lambda a: a,
+        ["--counts-layer", "raw"],
+        ["--counts-layer 'raw': no such layer"],
+    ),
     "duplicated_genes": (_dup_var, [], ["duplicated gene names", "'G0'"]),
     "duplicated_cells": (_dup_obs, [], ["duplicated cell names", "'cell0'"]),
-    "missing_covariate_column": (lambda a: a, ["--covariate-keys", "plate"], ["covariate column 'plate' not in obs"]),
-    "missing_feature_column": (lambda a: a, ["--feature-keys", "f0,logP"], ["feature column 'logP' not in obs"]),
+    "missing_covariate_column": (
+        lambda a: a,
+        ["--covariate-keys", "plate"],
+        ["covariate column 'plate' not in obs"],
+    ),
+    "missing_feature_column": (
+        lambda a: a,
+        ["--feature-keys", "f0,logP"],
+        ["feature column 'logP' not in obs"],
+    ),
     "missing_dose_column": (lambda a: a, ["--dose-key", "conc"], ["dose column 'conc' not in obs"]),
-    "bad_dose_value": (lambda a: _obs(a, "dose", lambda o: o["dose"].astype(str).where(o.index != "cell100", "ten")),
-                       [], ["column 'dose': dose 'ten' is not a number"]),
-    "negative_dose": (lambda a: _obs(a, "dose", lambda o: o["dose"].astype(str).where(o.index != "cell100", "-5")),
-                      [], ["dose '-5' must be finite and >= 0"]),
+    "bad_dose_value": (
+        lambda a: _obs(
+            a, "dose", lambda o: o["dose"].astype(str).where(o.index != "cell100", "ten")
+        ),
+        [],
+        ["column 'dose': dose 'ten' is not a number"],
+    ),
+    "negative_dose": (
+        lambda a: _obs(
+            a, "dose", lambda o: o["dose"].astype(str).where(o.index != "cell100", "-5")
+        ),
+        [],
+        ["dose '-5' must be finite and >= 0"],
+    ),
     "perturbation_missing_values": (
-        lambda a: _obs(a, "condition", lambda o: o["condition"].astype(object).where(o.index != "cell90", None)),
-        [], ["perturbation column 'condition' has 1 missing values", "cell90"]),
+        lambda a: _obs(
+            a, "condition", lambda o: o["condition"].astype(object).where(o.index != "cell90", None)
+        ),
+        [],
+        ["perturbation column 'condition' has 1 missing values", "cell90"],
+    ),
     "no_control_cells": (lambda a: a, ["--control", "DMSO"], ["no control cells: no value 'DMSO'"]),
-    "no_perturbed_cells": (lambda a: a[a.obs["condition"] == "control"].copy(), [], ["no perturbed cells"]),
+    "no_perturbed_cells": (
+        lambda a: a[a.obs["condition"] == "control"].copy(),
+        [],
+        ["no perturbed cells"],
+    ),
     "perturbation_without_features": (
         lambda a: _obs(a, "f1", lambda o: o["f1"].where(o["condition"] != "drug02", np.nan)),
-        [], ["no values in feature columns", "drug02"]),
-    "non_numeric_feature": (lambda a: _obs(a, "f0", lambda o: o["f0"].astype(str)), [],
-                            ["feature column 'f0' is not numeric"]),
+        [],
+        ["no values in feature columns", "drug02"],
+    ),
+    "non_numeric_feature": (
+        lambda a: _obs(a, "f0", lambda o: o["f0"].astype(str)),
+        [],
+        ["feature column 'f0' is not numeric"],
+    ),
     "no_cells": (lambda a: a[:0].copy(), [], ["has 0 cells x 8 genes"]),
 }
 
@@ -101,7 +153,9 @@ def _run_case(gim, tmp_path, name):
 def test_bad_input_is_named_on_one_line(gim, tmp_path, name):
     rc, err, out = _run_case(gim, tmp_path, name)
     assert rc >= 3, err
-    assert len(err.splitlines()) == 1 and err.startswith("gim: error: ") and "Traceback" not in err, err
+    assert (
+        len(err.splitlines()) == 1 and err.startswith("gim: error: ") and "Traceback" not in err
+    ), err
     for s in CASES[name][2]:
         assert s in err, (s, err)
     assert not (out / "model.pt").exists() and not (out / "annotated.h5ad").exists()
@@ -113,8 +167,15 @@ def test_too_few_cells_warns_with_count_and_skips(gim, tmp_path):
     keep[np.flatnonzero(~keep)[:2]] = True  # drug03 keeps 2 cells: below min_cells_per_context = 3
     path = tmp_path / "few.h5ad"
     a[keep].copy().write_h5ad(path)
-    rc, _, err = gim("train", path, "--out", tmp_path / "run", *[x for x in TRAIN_ARGS if x != "-q"],
-                     "--steps", "5")
+    rc, _, err = gim(
+        "train",
+        path,
+        "--out",
+        tmp_path / "run",
+        *[x for x in TRAIN_ARGS if x != "-q"],
+        "--steps",
+        "5",
+    )
     assert rc == 0, err
     assert "skipping 1 context(s) with fewer than 3 cells (2 cells), e.g. drug03" in err
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -123,8 +184,11 @@ def test_too_few_cells_warns_with_count_and_skips(gim, tmp_path):
 
 def test_empty_truncated_and_non_h5ad_files(gim, tmp_path):
     good = write_tiny(tmp_path / "good.h5ad")
-    cases = {"empty.h5ad": b"", "text.h5ad": b"condition,dose\ncontrol,0\n",
-             "truncated.h5ad": good.read_bytes()[: good.stat().st_size // 2]}
+    cases = {
+        "empty.h5ad": b"",
+        "text.h5ad": b"condition,dose\ncontrol,0\n",
+        "truncated.h5ad": good.read_bytes()[: good.stat().st_size // 2],
+    }
     msgs = {}
     for name, content in cases.items():
         p = tmp_path / name
@@ -133,7 +197,10 @@ def test_empty_truncated_and_non_h5ad_files(gim, tmp_path):
         assert rc == 3 and len(err.strip().splitlines()) == 1 and name in err, err
         msgs[name] = err
     assert "file is empty" in msgs["empty.h5ad"]
-    assert "cannot read as .h5ad" in msgs["text.h5ad"] and "cannot read as .h5ad" in msgs["truncated.h5ad"]
+    assert (
+        "cannot read as .h5ad" in msgs["text.h5ad"]
+        and "cannot read as .h5ad" in msgs["truncated.h5ad"]
+    )
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
@@ -141,20 +208,42 @@ def write_legacy_h5ad(path):
     """The pre-0.7 AnnData layout (obs/var as compound datasets, dense X) that anndata still reads."""
     a = tiny_screen()
     obs = a.obs
-    dt = [("index", "S16"), ("condition", "S16"), ("dose", "S8"), ("f0", "f8"), ("f1", "f8"), ("f2", "f8")]
-    rec = np.array(list(zip(obs.index.str.encode("ascii"), obs["condition"].astype(str).str.encode("ascii"),
-                            obs["dose"].astype(str).str.encode("ascii"), obs["f0"], obs["f1"], obs["f2"],
-                            strict=True)), dtype=dt)
+    dt = [
+        ("index", "S16"),
+        ("condition", "S16"),
+        ("dose", "S8"),
+        ("f0", "f8"),
+        ("f1", "f8"),
+        ("f2", "f8"),
+    ]
+    rec = np.array(
+        list(
+            zip(
+                obs.index.str.encode("ascii"),
+                obs["condition"].astype(str).str.encode("ascii"),
+                obs["dose"].astype(str).str.encode("ascii"),
+                obs["f0"],
+                obs["f1"],
+                obs["f2"],
+                strict=True,
+            )
+        ),
+        dtype=dt,
+    )
     with h5py.File(path, "w") as f:
         f.create_dataset("X", data=a.X.toarray())
         f.create_dataset("obs", data=rec)
-        f.create_dataset("var", data=np.array([(g.encode(),) for g in a.var_names], dtype=[("index", "S8")]))
+        f.create_dataset(
+            "var", data=np.array([(g.encode(),) for g in a.var_names], dtype=[("index", "S8")])
+        )
     return a
 
 
 def test_legacy_h5ad_layouts_train(gim, tmp_path):
     src = write_legacy_h5ad(tmp_path / "legacy.h5ad")
-    rc, _, err = gim("train", tmp_path / "legacy.h5ad", "--out", tmp_path / "r1", *TRAIN_ARGS, "--steps", "5")
+    rc, _, err = gim(
+        "train", tmp_path / "legacy.h5ad", "--out", tmp_path / "r1", *TRAIN_ARGS, "--steps", "5"
+    )
     assert rc == 0, err
     meta = json.loads((tmp_path / "r1" / "model.json").read_text())
     assert meta["training"]["n_cells"] == src.n_obs and len(meta["contexts"]) == 5
@@ -163,9 +252,13 @@ def test_legacy_h5ad_layouts_train(gim, tmp_path):
     a.raw = a.copy()
     a.X = sp.csc_matrix(a.X.astype(np.int64))
     a.write_h5ad(tmp_path / "csc.h5ad")
-    rc, _, err = gim("train", tmp_path / "csc.h5ad", "--out", tmp_path / "r2", *TRAIN_ARGS, "--steps", "5")
+    rc, _, err = gim(
+        "train", tmp_path / "csc.h5ad", "--out", tmp_path / "r2", *TRAIN_ARGS, "--steps", "5"
+    )
     assert rc == 0, err
-    assert json.loads((tmp_path / "r2" / "model.json").read_text())["preprocess"]["is_counts"] is True
+    assert (
+        json.loads((tmp_path / "r2" / "model.json").read_text())["preprocess"]["is_counts"] is True
+    )
 
 
 def test_counts_mixed_with_non_integers_beyond_the_detection_sample():
@@ -174,9 +267,18 @@ def test_counts_mixed_with_non_integers_beyond_the_detection_sample():
     from gimcli.errors import InputError
 
     X = sp.csr_matrix(np.vstack([np.full((3, 4), 7.0), [[0, 0.5, 0, 0]]]))
-    with pytest.raises(InputError, match=r"integer counts mixed with non-integer values \(e.g. 0.5 at cell 'c3', "
-                                         r"gene 'g1'\)"):
-        check_scale(X, True, where="X", obs_names=["c0", "c1", "c2", "c3"], var_names=["g0", "g1", "g2", "g3"])
+    with pytest.raises(
+        InputError,
+        match=r"integer counts mixed with non-integer values \(e.g. 0.5 at cell 'c3', "
+        r"gene 'g1'\)",
+    ):
+        check_scale(
+            X,
+            True,
+            where="X",
+            obs_names=["c0", "c1", "c2", "c3"],
+            var_names=["g0", "g1", "g2", "g3"],
+        )
     check_scale(X[:3], True, where="X")  # all integers: fine
 
 
@@ -185,19 +287,30 @@ def test_new_data_aligned_by_gene_name_missing_genes_named():
     from gimcli.data.preprocess import PreprocessInfo, transform_new
 
     genes = [f"G{i}" for i in range(20)]
-    info = PreprocessInfo(source="X", is_counts=False, target_sum=None, log1p=False, hvg_flavor=None,
-                          n_top_genes=20, genes=genes)
+    info = PreprocessInfo(
+        source="X",
+        is_counts=False,
+        target_sum=None,
+        log1p=False,
+        hvg_flavor=None,
+        n_top_genes=20,
+        genes=genes,
+    )
     X = np.random.default_rng(0).random((6, 20)).astype(np.float32)
     a = ad.AnnData(X, var={"_": np.zeros(20)})
     a.var_names = genes
     order = np.random.default_rng(1).permutation(20)
     shuffled = a[:, order].copy()
-    np.testing.assert_array_equal(transform_new(shuffled, info)[0].toarray(), X)  # by name, not position
+    np.testing.assert_array_equal(
+        transform_new(shuffled, info)[0].toarray(), X
+    )  # by name, not position
     two = a[:, 2:].copy()  # 2 of 20 missing (10%): zero-filled, named
     Xg, missing = transform_new(two, info)
     assert missing == ["G0", "G1"] and not Xg.toarray()[:, :2].any()
     np.testing.assert_array_equal(Xg.toarray()[:, 2:], X[:, 2:])
-    with pytest.raises(ModelError, match=r"test.h5ad: 3 of the model's 20 genes are missing.*'G0', 'G1', 'G2'"):
+    with pytest.raises(
+        ModelError, match=r"test.h5ad: 3 of the model's 20 genes are missing.*'G0', 'G1', 'G2'"
+    ):
         transform_new(a[:, 3:].copy(), info, where="test.h5ad")
     counts = ad.AnnData(np.round(X * 50), var=a.var.copy())
     with pytest.raises(Exception, match="looks like raw integer counts"):
@@ -250,7 +363,9 @@ def test_model_dir_malicious_truncated_tampered_incompatible(gim, trained_run, t
     meta.pop("weights_sha256")  # as if an attacker also edited model.json
     (run / "model.json").write_text(json.dumps(meta))
     rc, err = _predict(gim, run, tmp_path)
-    assert rc == 4 and "holds pickled objects other than tensors; refused" in err and "model.pt" in err, err
+    assert (
+        rc == 4 and "holds pickled objects other than tensors; refused" in err and "model.pt" in err
+    ), err
     assert not marker.exists()
     # truncated weights (e.g. a copy interrupted by a quota)
     run = _copy_run(trained_run, tmp_path / "trunc")
@@ -281,6 +396,15 @@ def test_model_dir_malicious_truncated_tampered_incompatible(gim, trained_run, t
     rc, err = _predict(gim, run, tmp_path)
     assert rc == 4 and "model format 99" in err and "retrain" in err
     # and the intact directory works, so the failures above are the corruptions'
-    rc, _, err = gim("predict", trained_run, "--conditions", "drug00", "--doses", "100",
-                     "--out", tmp_path / "ok.h5ad", "-q")
+    rc, _, err = gim(
+        "predict",
+        trained_run,
+        "--conditions",
+        "drug00",
+        "--doses",
+        "100",
+        "--out",
+        tmp_path / "ok.h5ad",
+        "-q",
+    )
     assert rc == 0, err

@@ -16,8 +16,22 @@ from gimcli import _keys
 @pytest.fixture
 def trained(gim, smiles_h5ad, tmp_path):
     run = tmp_path / "run"
-    rc, out, err = gim("train", smiles_h5ad, "--out", run, "--dose-key", "dose", "--covariate-keys", "cell_line",
-                       "--smiles-key", "smiles", "--steps", "150", "--json", "-q")
+    rc, out, err = gim(
+        "train",
+        smiles_h5ad,
+        "--out",
+        run,
+        "--dose-key",
+        "dose",
+        "--covariate-keys",
+        "cell_line",
+        "--smiles-key",
+        "smiles",
+        "--steps",
+        "150",
+        "--json",
+        "-q",
+    )
     assert rc == 0, err
     return run, json.loads(out)
 
@@ -28,7 +42,9 @@ def test_train_writes_documented_outputs(trained, smiles_h5ad):
     for f in ("model.pt", "model.json", "metrics.csv", "annotated.h5ad", "gim.log", "report.html"):
         assert (run / f).exists(), f
     report = (run / "report.html").read_text()
-    assert report.count("data:image/png;base64,") >= 2  # learning curve + target heatmap, self-contained
+    assert (
+        report.count("data:image/png;base64,") >= 2
+    )  # learning curve + target heatmap, self-contained
     assert "Strongest learned causal edges" in report
     meta = json.loads((run / "model.json").read_text())
     assert meta["features"]["kind"] == "smiles" and meta["features"]["chirality"] is True
@@ -39,10 +55,16 @@ def test_train_writes_documented_outputs(trained, smiles_h5ad):
     assert {"step", "loss", "val_nll", "phase"} <= set(metrics.columns)
     ann = ad.read_h5ad(run / "annotated.h5ad")
     src = ad.read_h5ad(smiles_h5ad)
-    assert ann.n_obs == src.n_obs and np.allclose(ann.X.toarray(), src.X.toarray())  # input untouched
+    assert ann.n_obs == src.n_obs and np.allclose(
+        ann.X.toarray(), src.X.toarray()
+    )  # input untouched
     post = ann.varm[_keys.VARM_POSTERIOR]
     n_ctx = len(meta["contexts"])
-    assert post.shape == (12, n_ctx) and np.nanmin(post.to_numpy()) >= 0 and np.nanmax(post.to_numpy()) <= 1
+    assert (
+        post.shape == (12, n_ctx)
+        and np.nanmin(post.to_numpy()) >= 0
+        and np.nanmax(post.to_numpy()) <= 1
+    )
     assert (ann.obs[_keys.OBS_CONTEXT] != "").all()
     assert set(ann.uns["gim"]) >= {"params", "versions", "seed", "contexts"}
 
@@ -50,12 +72,30 @@ def test_train_writes_documented_outputs(trained, smiles_h5ad):
 def test_predict_new_drugs_and_combination(trained, gim, tmp_path):
     run, _ = trained
     csv = tmp_path / "new.csv"
-    pd.DataFrame({"name": ["Olaparib", "Aspirin-like"],
-                  "smiles": ["C1CC1C(=O)N2CCN(CC2)C(=O)C3=C(C=CC(=C3)CC4=NNC(=O)C5=CC=CC=C54)F",
-                             "CC(=O)OC1=CC=CC=C1C(=O)OC"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            "name": ["Olaparib", "Aspirin-like"],
+            "smiles": [
+                "C1CC1C(=O)N2CCN(CC2)C(=O)C3=C(C=CC(=C3)CC4=NNC(=O)C5=CC=CC=C54)F",
+                "CC(=O)OC1=CC=CC=C1C(=O)OC",
+            ],
+        }
+    ).to_csv(csv, index=False)
     out = tmp_path / "pred.h5ad"
-    rc, stdout, err = gim("predict", run, "--drug-features", csv, "--doses", "10,1000", "--n-cells", "7",
-                          "--out", out, "--json", "-q")
+    rc, stdout, err = gim(
+        "predict",
+        run,
+        "--drug-features",
+        csv,
+        "--doses",
+        "10,1000",
+        "--n-cells",
+        "7",
+        "--out",
+        out,
+        "--json",
+        "-q",
+    )
     assert rc == 0, err
     pred = ad.read_h5ad(out)
     assert pred.n_obs == 2 * 2 * 2 * 7  # drugs x doses x cell lines x cells
@@ -71,21 +111,40 @@ def test_predict_new_drugs_and_combination(trained, gim, tmp_path):
     combo_out = tmp_path / "combo.h5ad"
     src_drugs = json.loads((run / "model.json").read_text())["components"]
     combo = f"{src_drugs[0]}+{src_drugs[-1]}"
-    rc, _, err = gim("predict", run, "--conditions", combo, "--doses", "1000", "--covariate", "cell_line=line1",
-                     "--out", combo_out, "-q")
+    rc, _, err = gim(
+        "predict",
+        run,
+        "--conditions",
+        combo,
+        "--doses",
+        "1000",
+        "--covariate",
+        "cell_line=line1",
+        "--out",
+        combo_out,
+        "-q",
+    )
     assert rc == 0, err
     c = ad.read_h5ad(combo_out)
-    assert c.n_obs == 100 and set(c.obs["condition"]) == {combo} and set(c.obs["cell_line"]) == {"line1"}
+    assert (
+        c.n_obs == 100
+        and set(c.obs["condition"]) == {combo}
+        and set(c.obs["cell_line"]) == {"line1"}
+    )
     # the mean of sampled cells approaches the predicted mean layer where cells are not clipped at 0
     assert np.corrcoef(c.X.toarray().mean(0), c.layers[_keys.LAYER_MEAN][0])[0, 1] > 0.9
     # refuses to overwrite
-    rc, _, err = gim("predict", run, "--conditions", combo, "--doses", "1000", "--out", combo_out, "-q")
+    rc, _, err = gim(
+        "predict", run, "--conditions", combo, "--doses", "1000", "--out", combo_out, "-q"
+    )
     assert rc == 3 and "--overwrite" in err
 
 
 def test_explain_targets_and_graph(trained, gim, tmp_path):
     run, _ = trained
-    rc, out, err = gim("explain", run, "--top-targets", "3", "--n-downstream", "2", "--format", "csv")
+    rc, out, err = gim(
+        "explain", run, "--top-targets", "3", "--n-downstream", "2", "--format", "csv"
+    )
     assert rc == 0, err
     df = pd.read_csv(pd.io.common.StringIO(out))
     assert list(df.columns[:3]) == ["condition", "dose", "cell_line"]
@@ -101,36 +160,76 @@ def test_explain_targets_and_graph(trained, gim, tmp_path):
     assert w == sorted(w, reverse=True)
 
     target_file = tmp_path / "t.json"
-    rc, _, _ = gim("explain", run, "--conditions", "Aspirin", "--covariate", "cell_line=line0", "--json", "--out", target_file)
+    rc, _, _ = gim(
+        "explain",
+        run,
+        "--conditions",
+        "Aspirin",
+        "--covariate",
+        "cell_line=line0",
+        "--json",
+        "--out",
+        target_file,
+    )
     rows = json.loads(target_file.read_text())
-    assert rc == 0 and {r["condition"] for r in rows} == {"Aspirin"} and {r["cell_line"] for r in rows} == {"line0"}
+    assert (
+        rc == 0
+        and {r["condition"] for r in rows} == {"Aspirin"}
+        and {r["cell_line"] for r in rows} == {"line0"}
+    )
 
     rc, out, _ = gim("explain", run, "--top-targets", "2")
     assert rc == 0 and "target" in out  # human table
 
     png = tmp_path / "targets.png"
-    rc, _, err = gim("explain", run, "--conditions", "Aspirin,Caffeine", "--covariate", "cell_line=line0",
-                     "--plot", png, "--format", "csv")
+    rc, _, err = gim(
+        "explain",
+        run,
+        "--conditions",
+        "Aspirin,Caffeine",
+        "--covariate",
+        "cell_line=line0",
+        "--plot",
+        png,
+        "--format",
+        "csv",
+    )
     assert rc == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_counts_input_with_numeric_features(gim, counts_h5ad, tmp_path):
     run = tmp_path / "run"
-    rc, out, err = gim("train", counts_h5ad, "--out", run, "--dose-key", "dose", "--feature-keys", "f0,f1,f2,f3",
-                       "--steps", "60", "--json", "-q")
+    rc, out, err = gim(
+        "train",
+        counts_h5ad,
+        "--out",
+        run,
+        "--dose-key",
+        "dose",
+        "--feature-keys",
+        "f0,f1,f2,f3",
+        "--steps",
+        "60",
+        "--json",
+        "-q",
+    )
     assert rc == 0, err
     meta = json.loads((run / "model.json").read_text())
     assert meta["preprocess"]["is_counts"] and meta["preprocess"]["log1p"]
     csv = tmp_path / "f.csv"
-    pd.DataFrame({"name": ["x1"], "f0": [0.1], "f1": [1.0], "f2": [-0.5], "f3": [0.0], "dose": [100]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {"name": ["x1"], "f0": [0.1], "f1": [1.0], "f2": [-0.5], "f3": [0.0], "dose": [100]}
+    ).to_csv(csv, index=False)
     rc, _, err = gim("predict", run, "--features", csv, "--out", tmp_path / "p.h5ad", "-q")
     assert rc == 0, err
 
 
 def test_simulate_writes_truth(gim, tmp_path):
     out = tmp_path / "s.h5ad"
-    rc, stdout, err = gim("simulate", "--out", out, "--n-genes", "6", "--n-drugs", "3", "--graph", "dag", "--json")
+    rc, stdout, err = gim(
+        "simulate", "--out", out, "--n-genes", "6", "--n-drugs", "3", "--graph", "dag", "--json"
+    )
     assert rc == 0, err
     a = ad.read_h5ad(out)
     B = np.asarray(a.uns["gim_truth"]["B"])
@@ -149,7 +248,12 @@ def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(traine
     run_dir, _ = trained
     run = GimRun.load(run_dir)
     assert run.ref_cells is not None and run.ref_cells.shape[1] == len(run.genes)
-    req, new = build_requests(run, conditions=[run.meta["components"][0]], doses=[1000.0], covariates={"cell_line": "line0"})
+    req, new = build_requests(
+        run,
+        conditions=[run.meta["components"][0]],
+        doses=[1000.0],
+        covariates={"cell_line": "line0"},
+    )
     pred = predict(run, req, new, n_cells=20, seed=1)
     u = torch.from_numpy(run.interventions(req, new).direct())
     g = run.group_index(req)[0]

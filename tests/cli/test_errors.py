@@ -25,7 +25,9 @@ def _train(gim, path, tmp_path, *extra):
 
 
 def test_missing_perturbation_column(gim, screen, tmp_path):
-    rc, err, out = _train(gim, _write(screen, tmp_path), tmp_path, "--perturbation-key", "treatment")
+    rc, err, out = _train(
+        gim, _write(screen, tmp_path), tmp_path, "--perturbation-key", "treatment"
+    )
     assert rc >= 3 and "'treatment'" in err and len(err.splitlines()) == 1
     assert not (out / "model.pt").exists()
 
@@ -36,14 +38,23 @@ def test_missing_dose_column(gim, screen, tmp_path):
 
 
 def test_no_control_cells(gim, screen, tmp_path):
-    rc, err, _ = _train(gim, _write(screen, tmp_path), tmp_path, "--control", "DMSO", "--smiles-key", "smiles")
+    rc, err, _ = _train(
+        gim, _write(screen, tmp_path), tmp_path, "--control", "DMSO", "--smiles-key", "smiles"
+    )
     assert rc >= 3 and "no control cells" in err and "'DMSO'" in err
 
 
 def test_no_control_in_one_cell_line(gim, screen, tmp_path):
     drop = (screen.obs["condition"] == "control") & (screen.obs["cell_line"] == "line1")
-    rc, err, _ = _train(gim, _write(screen[~drop.to_numpy()].copy(), tmp_path), tmp_path,
-                        "--covariate-keys", "cell_line", "--smiles-key", "smiles")
+    rc, err, _ = _train(
+        gim,
+        _write(screen[~drop.to_numpy()].copy(), tmp_path),
+        tmp_path,
+        "--covariate-keys",
+        "cell_line",
+        "--smiles-key",
+        "smiles",
+    )
     assert rc >= 3 and "cell_line=line1" in err
 
 
@@ -59,7 +70,9 @@ def test_unparseable_smiles_are_all_named(gim, screen, tmp_path):
 
 def test_perturbation_without_features(gim, screen, tmp_path):
     csv = tmp_path / "f.csv"
-    pd.DataFrame({"name": ["Aspirin"], "smiles": ["CC(=O)OC1=CC=CC=C1C(=O)O"]}).to_csv(csv, index=False)
+    pd.DataFrame({"name": ["Aspirin"], "smiles": ["CC(=O)OC1=CC=CC=C1C(=O)O"]}).to_csv(
+        csv, index=False
+    )
     rc, err, _ = _train(gim, _write(screen, tmp_path), tmp_path, "--drug-features", csv)
     assert rc >= 3 and "no SMILES" in err and "Caffeine" in err
 

@@ -27,8 +27,9 @@ def _base():
 # Each corruption is (name, params); apply() turns it into a broken AnnData (and CLI args).
 bad_value = st.sampled_from([np.nan, np.inf, -np.inf]) | st.floats(-1e6, -1e-6)
 cell, gene = st.integers(0, N_CELLS - 1), st.integers(0, N_GENES - 1)
-junk_text = st.text(st.characters(codec="ascii", exclude_categories=["Cc"]), min_size=1, max_size=8).filter(
-    lambda s: not _is_number(s))
+junk_text = st.text(
+    st.characters(codec="ascii", exclude_categories=["Cc"]), min_size=1, max_size=8
+).filter(lambda s: not _is_number(s))
 corruption = st.one_of(
     st.tuples(st.just("x_value"), cell, gene, bad_value),
     st.tuples(st.just("x_scale"), st.floats(11.0, 1e4).filter(lambda f: f != round(f))),
@@ -37,11 +38,18 @@ corruption = st.one_of(
     st.tuples(st.just("drop_column"), st.sampled_from(["condition", "dose", "f0", "f1", "f2"])),
     st.tuples(st.just("missing_perturbation"), cell),
     st.tuples(st.just("bad_dose"), st.integers(0, 79), junk_text | st.floats(-1e6, -1e-3).map(str)),
-    st.tuples(st.just("drug_without_features"), st.integers(0, 3), st.sampled_from(["f0", "f1", "f2"]),
-              st.sampled_from([np.nan, np.inf])),
+    st.tuples(
+        st.just("drug_without_features"),
+        st.integers(0, 3),
+        st.sampled_from(["f0", "f1", "f2"]),
+        st.sampled_from([np.nan, np.inf]),
+    ),
     st.tuples(st.just("no_controls"), st.integers(0, 3)),
-    st.tuples(st.just("wrong_key"), st.sampled_from(["--perturbation-key", "--dose-key", "--covariate-keys"]),
-              st.text(st.characters(codec="ascii", categories=["L"]), min_size=1, max_size=6)),
+    st.tuples(
+        st.just("wrong_key"),
+        st.sampled_from(["--perturbation-key", "--dose-key", "--covariate-keys"]),
+        st.text(st.characters(codec="ascii", categories=["L"]), min_size=1, max_size=6),
+    ),
     st.tuples(st.just("truncate"), st.floats(0.0, 0.95)),
 )
 
@@ -54,8 +62,12 @@ def _is_number(s: str) -> bool:
         return False
 
 
-_NEEDS = {"missing_perturbation": ["condition"], "bad_dose": ["condition", "dose"],
-          "drug_without_features": ["condition"], "no_controls": ["condition"]}
+_NEEDS = {
+    "missing_perturbation": ["condition"],
+    "bad_dose": ["condition", "dose"],
+    "drug_without_features": ["condition"],
+    "no_controls": ["condition"],
+}
 
 
 def _apply(a, c, args: list[str]) -> tuple[object, float | None]:
@@ -106,7 +118,9 @@ def _apply(a, c, args: list[str]) -> tuple[object, float | None]:
     return a, None
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(corruptions=st.lists(corruption, min_size=1, max_size=3, unique_by=lambda c: c[0]))
 def test_random_corruptions_fail_cleanly(gim, tmp_path_factory, corruptions):
     tmp = tmp_path_factory.mktemp("fuzz")

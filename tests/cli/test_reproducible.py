@@ -43,7 +43,10 @@ def test_seed_gives_bit_identical_cpu_runs(gim, data, tmp_path):
     meta = json.loads((tmp_path / "a" / "model.json").read_text())
     assert meta["seed"] == 7 and meta["input"]["sha256"] == digest
     assert meta["weights_sha256"] == file_sha256(tmp_path / "a" / "model.pt")
-    assert meta["versions"]["torch"] == torch.__version__ and meta["provenance"]["deterministic"] is False
+    assert (
+        meta["versions"]["torch"] == torch.__version__
+        and meta["provenance"]["deterministic"] is False
+    )
     uns = ad.read_h5ad(tmp_path / "a" / "annotated.h5ad").uns["gim"]
     assert uns["seed"] == 7 and uns["input"]["sha256"] == digest and "torch" in uns["versions"]
 
@@ -53,8 +56,21 @@ def test_predict_is_reproducible_and_records_provenance(gim, data, tmp_path):
     _train(gim, data, run)
     outs = []
     for name in ("p1.h5ad", "p2.h5ad"):
-        rc, _, err = gim("predict", run, "--conditions", "drug00,drug01", "--doses", "10,100", "--n-cells", "5",
-                         "--seed", "3", "--out", tmp_path / name, "-q")
+        rc, _, err = gim(
+            "predict",
+            run,
+            "--conditions",
+            "drug00,drug01",
+            "--doses",
+            "10,100",
+            "--n-cells",
+            "5",
+            "--seed",
+            "3",
+            "--out",
+            tmp_path / name,
+            "-q",
+        )
         assert rc == 0, err
         outs.append(ad.read_h5ad(tmp_path / name))
     np.testing.assert_array_equal(outs[0].X.toarray(), outs[1].X.toarray())

@@ -29,12 +29,21 @@ else:
 
 def _kill_mid_write(target: Path, mode: str) -> int:
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), mode])
-    watch = (lambda: list(target.parent.glob(f".{target.name}.*.tmp"))) if mode == "atomic" else (lambda: [target])
+    watch = (
+        (lambda: list(target.parent.glob(f".{target.name}.*.tmp")))
+        if mode == "atomic"
+        else (lambda: [target])
+    )
     before = target.stat().st_mtime_ns if target.exists() else None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        grown = [p for p in watch() if p.exists() and p.stat().st_size > 1 << 20
-                 and (mode == "atomic" or p.stat().st_mtime_ns != before)]
+        grown = [
+            p
+            for p in watch()
+            if p.exists()
+            and p.stat().st_size > 1 << 20
+            and (mode == "atomic" or p.stat().st_mtime_ns != before)
+        ]
         if grown:
             break
         time.sleep(0.005)

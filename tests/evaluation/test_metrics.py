@@ -37,7 +37,9 @@ def test_distribution_metrics_by_hand():
     k = math.exp(-0.5)  # |0 - 1|^2 / (2 h^2) with h = 1
     assert M.mmd_rbf([[0.0]], [[1.0]], [1.0]) == pytest.approx(2 - 2 * k)
     k2 = math.exp(-1 / 8)  # h = 2
-    assert M.mmd_rbf([[0.0]], [[1.0]], [1.0, 2.0]) == pytest.approx(((2 - 2 * k) + (2 - 2 * k2)) / 2)
+    assert M.mmd_rbf([[0.0]], [[1.0]], [1.0, 2.0]) == pytest.approx(
+        ((2 - 2 * k) + (2 - 2 * k2)) / 2
+    )
     assert len(M.subsample(np.zeros((1000, 2)), max_cells=10, seed=1)) == 10
 
 
@@ -53,7 +55,12 @@ def _screen():
     """Two drugs at doses 1 and 100 plus their pair; gene values chosen so effects are exact."""
     rows, X = [], []
     c = np.array([1.0, 1.0, 1.0])
-    eff = {("a", 1.0): [1, 0, 0], ("a", 100.0): [3, 0, 0], ("b", 1.0): [0, 2, 0], ("b", 100.0): [0, 4, 0]}
+    eff = {
+        ("a", 1.0): [1, 0, 0],
+        ("a", 100.0): [3, 0, 0],
+        ("b", 1.0): [0, 2, 0],
+        ("b", 100.0): [0, 4, 0],
+    }
     for _ in range(4):
         rows.append(("control", "0"))
         X.append(c)
@@ -71,7 +78,9 @@ def test_baselines_by_hand():
     ref = bl.TrainReference.build(X, ctx.table, ctx.cell_context, [])
     g = ()
     assert np.allclose(bl.predict_control(ref, g), [1, 1, 1])
-    assert np.allclose(bl.predict_perturbed_mean(ref, g), [1 + 1, 1 + 1.5, 1])  # mean of the 4 drug-dose means
+    assert np.allclose(
+        bl.predict_perturbed_mean(ref, g), [1 + 1, 1 + 1.5, 1]
+    )  # mean of the 4 drug-dose means
     # additive pair at (100, 100): 1 + 3 and 1 + 4; a held-out dose 30 is nearer 100 than 1 on log scale
     assert np.allclose(bl.predict_additive(ref, ["a", "b"], [100.0, 100.0], g), [4, 5, 1])
     assert np.allclose(bl.predict_additive(ref, ["a"], [30.0], g), [4, 1, 1])
@@ -83,14 +92,34 @@ def test_baselines_by_hand():
 
 
 def test_splits():
-    obs = pd.DataFrame({"condition": ["control"] * 2 + ["a", "a", "b", "a+b"], "dose": ["0", "0", "1", "10", "10", "10+10"],
-                        "line": ["x", "y", "x", "y", "x", "y"], "split": ["train"] * 3 + ["test"] * 3})
+    obs = pd.DataFrame(
+        {
+            "condition": ["control"] * 2 + ["a", "a", "b", "a+b"],
+            "dose": ["0", "0", "1", "10", "10", "10+10"],
+            "line": ["x", "y", "x", "y", "x", "y"],
+            "split": ["train"] * 3 + ["test"] * 3,
+        }
+    )
     kw = {"dose_key": "dose"}
     assert train_mask(obs, Holdout(conditions=["b"]), **kw).tolist() == [1, 1, 1, 1, 0, 1]
     assert train_mask(obs, Holdout(doses=[10.0]), **kw).tolist() == [1, 1, 1, 0, 0, 0]
     assert train_mask(obs, Holdout(combinations=["all"]), **kw).tolist() == [1, 1, 1, 1, 1, 0]
-    assert train_mask(obs, Holdout(covariate=("line", "y")), **kw).tolist() == [1, 1, 1, 0, 1, 0]  # controls stay
-    assert train_mask(obs, Holdout(doses=[10.0], covariate=("line", "x")), **kw).tolist() == [1, 1, 1, 1, 0, 1]
+    assert train_mask(obs, Holdout(covariate=("line", "y")), **kw).tolist() == [
+        1,
+        1,
+        1,
+        0,
+        1,
+        0,
+    ]  # controls stay
+    assert train_mask(obs, Holdout(doses=[10.0], covariate=("line", "x")), **kw).tolist() == [
+        1,
+        1,
+        1,
+        1,
+        0,
+        1,
+    ]
     assert train_mask(obs, Holdout(split_key="split"), **kw).tolist() == [1, 1, 1, 0, 0, 0]
     with pytest.raises(InputError, match="'nope'"):
         train_mask(obs, Holdout(conditions=["nope"]), **kw)

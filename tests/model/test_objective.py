@@ -39,14 +39,17 @@ def _tiny_problem(seed=0, K=3, C=2, d=3, n=5):
 
 
 def test_gene_loglik_matches_sum_of_normal_logpdfs():
-    r, ctx, *_ , log_sigma = _tiny_problem()
+    r, ctx, *_, log_sigma = _tiny_problem()
     S1, S2, n = sufficient_stats(r, ctx, 3)
     mu = torch.tensor([0.3, -1.0, 2.0])
     got = gene_loglik(S1, S2, n[:, None], mu, log_sigma)
     for k in range(3):
         for j in range(3):
-            want = sum(_normal_logpdf(float(r[i, j]), float(mu[j]), math.exp(float(log_sigma[j])))
-                       for i in range(len(r)) if ctx[i] == k)
+            want = sum(
+                _normal_logpdf(float(r[i, j]), float(mu[j]), math.exp(float(log_sigma[j])))
+                for i in range(len(r))
+                if ctx[i] == k
+            )
             assert abs(float(got[k, j]) - want) < 1e-9
 
 
@@ -78,7 +81,9 @@ def test_exact_marginal_equals_brute_force_enumeration(tau, spike):
                 v = (spike or 0.0) ** 2 + sum(z) * (tau or 0.0) ** 2
                 cov = s * s * torch.eye(len(x)) + v * torch.outer(ones, ones)
                 like = math.exp(torch.distributions.MultivariateNormal(mu * ones, cov).log_prob(x))
-                u_mean = mu + float(v * ones @ torch.linalg.solve(cov, x - mu * ones))  # E[u | z, cells]
+                u_mean = mu + float(
+                    v * ones @ torch.linalg.solve(cov, x - mu * ones)
+                )  # E[u | z, cells]
                 w = p * like * math.exp(-cost * sum(z))
                 total += w
                 if any(z):
@@ -117,7 +122,10 @@ def test_sem_likelihood_is_a_normalised_density():
     x = torch.randn(4, 3)
     u = torch.tensor([1.0, 0.0, -0.5])
     r = sem.residuals(x)
-    ours = 4 * sem.logdet() + sum(gene_loglik(r[:, j].sum(), (r[:, j] ** 2).sum(), 4.0, u[j], sem.log_sigma[j]) for j in range(3))
+    ours = 4 * sem.logdet() + sum(
+        gene_loglik(r[:, j].sum(), (r[:, j] ** 2).sum(), 4.0, u[j], sem.log_sigma[j])
+        for j in range(3)
+    )
     Ainv = torch.linalg.inv(sem.A())
     cov = Ainv @ torch.diag(torch.exp(2 * sem.log_sigma)) @ Ainv.T
     mvn = torch.distributions.MultivariateNormal(sem.mean(u[None])[0], covariance_matrix=cov)
@@ -132,14 +140,26 @@ def test_loss_gradients_match_finite_differences():
         module.sem.B.copy_(torch.randn(d, d) * 0.2)
         module.net.logit.weight.normal_(std=0.5)
     contexts = ContextBatch(
-        feats=torch.randn(K, C, F), dose_t=torch.rand(K, C), cov=torch.ones(K, 1),
+        feats=torch.randn(K, C, F),
+        dose_t=torch.rand(K, C),
+        cov=torch.ones(K, 1),
         comp_gene=torch.tensor([[0, -1], [1, 2], [-1, -1]]),
         comp_mask=torch.tensor([[True, False], [True, True], [False, False]]),
     )
-    batch = CellBatch(x=torch.randn(12, d), ctx=torch.arange(K).repeat_interleave(4),
-                      scale=torch.tensor([1.0, 2.0, 1.5]), contexts=contexts)
+    batch = CellBatch(
+        x=torch.randn(12, d),
+        ctx=torch.arange(K).repeat_interleave(4),
+        scale=torch.tensor([1.0, 2.0, 1.5]),
+        contexts=contexts,
+    )
 
-    params = [module.sem.B, module.sem.b, module.sem.log_sigma, module.net.logit.weight, module.net.shift.bias]
+    params = [
+        module.sem.B,
+        module.sem.b,
+        module.sem.log_sigma,
+        module.net.logit.weight,
+        module.net.shift.bias,
+    ]
 
     def f(*ps):
         saved = [p.detach().clone() for p in params]

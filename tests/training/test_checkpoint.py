@@ -38,8 +38,22 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
     run, ref = tmp_path / "run", tmp_path / "ref"
     args = [str(data), *TRAIN_ARGS, "--steps", steps]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gimcli", "train", *args, "--out", str(run),
-                             "--checkpoint-every", "0.005"], stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gimcli",
+            "train",
+            *args,
+            "--out",
+            str(run),
+            "--checkpoint-every",
+            "0.005",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     ckpt = run / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -62,7 +76,9 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
     assert rc == 0, err
     a, b = _weights(run), _weights(ref)
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "resumed weights differ from the uninterrupted run"
+    )
     _same_rows(pd.read_csv(run / "metrics.csv"), pd.read_csv(ref / "metrics.csv"))
     # and the check can fail: the checkpointed weights were not yet the final ones
     assert not torch.equal(saved["module.sem.B"], a["module.sem.B"])
@@ -109,11 +125,15 @@ def test_checkpoint_from_another_run_or_with_code_is_refused(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"meta": json.dumps({"format": 1, "fingerprint": {"config": {"steps": 10}}})}, path)
-    with pytest.raises(CheckpointMismatch, match=r"different run \(config.steps: 10 there, 20 now\)"):
+    with pytest.raises(
+        CheckpointMismatch, match=r"different run \(config.steps: 10 there, 20 now\)"
+    ):
         load_checkpoint(path, {"config": {"steps": 20}})
     marker = tmp_path / "pwned"
     torch.save({"meta": _Evil(str(marker))}, path)
-    with pytest.raises(CheckpointMismatch, match="cannot load checkpoint safely.*GLOBAL posix.system"):
+    with pytest.raises(
+        CheckpointMismatch, match="cannot load checkpoint safely.*GLOBAL posix.system"
+    ):
         load_checkpoint(path, {})
     assert not marker.exists()
     path.write_bytes(path.read_bytes()[:50])

@@ -14,15 +14,38 @@ import torch
 
 from gimcli.simulation import simulate
 
-ARGS = ["--dose-key", "dose", "--covariate-keys", "cell_line", "--feature-keys", "f0,f1,f2,f3",
-        "--steps", "150", "--device", "cpu", "--objective", "exact", "-q"]
+ARGS = [
+    "--dose-key",
+    "dose",
+    "--covariate-keys",
+    "cell_line",
+    "--feature-keys",
+    "f0,f1,f2,f3",
+    "--steps",
+    "150",
+    "--device",
+    "cpu",
+    "--objective",
+    "exact",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("scale")
-    adata = simulate(n_genes=15, n_drugs=6, doses=(10.0, 1000.0), n_cells=40, n_control=120, n_cell_lines=2,
-                     n_features=4, counts=True, library_size=300, seed=1)
+    adata = simulate(
+        n_genes=15,
+        n_drugs=6,
+        doses=(10.0, 1000.0),
+        n_cells=40,
+        n_control=120,
+        n_cell_lines=2,
+        n_features=4,
+        counts=True,
+        library_size=300,
+        seed=1,
+    )
     adata.write_h5ad(d / "screen.h5ad")
     return d / "screen.h5ad"
 
@@ -50,14 +73,29 @@ def test_torchrun_two_processes_match_one(screen, reference):
     without the all-reduce each rank fits its own half of the contexts and B differs by > 0.1."""
     out = screen.parent / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "gimcli", "train", str(screen), "--out", str(out), *ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "gimcli",
+        "train",
+        str(screen),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert sorted(f.name for f in out.iterdir()) == sorted(f.name for f in reference.iterdir())
     a, b = _weights(reference), _weights(out)
     assert float((a["module.sem.B"] - b["module.sem.B"]).abs().max()) < 0.02
-    assert float((a["module.sem.B"]).abs().max()) > 0.1  # a graph was learned, not two zeros compared
+    assert (
+        float((a["module.sem.B"]).abs().max()) > 0.1
+    )  # a graph was learned, not two zeros compared
     assert np.nanmax(np.abs(_posterior(reference) - _posterior(out))) < 0.02
 
 

@@ -18,8 +18,17 @@ FEATS = [f"f{i}" for i in range(4)]
 
 
 def _sim(seed=1):
-    return simulate(n_genes=12, n_drugs=5, doses=(10.0, 1000.0), n_cells=30, n_control=120, n_combos=2,
-                    n_cell_lines=2, n_features=4, seed=seed)
+    return simulate(
+        n_genes=12,
+        n_drugs=5,
+        doses=(10.0, 1000.0),
+        n_cells=30,
+        n_control=120,
+        n_combos=2,
+        n_cell_lines=2,
+        n_features=4,
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +43,14 @@ def captured():
 
     fitmod.fit = spy
     try:
-        fitmod.train(_sim(), dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS,
-                     config=TrainConfig(steps=1, batching="sampled"), device="cpu")
+        fitmod.train(
+            _sim(),
+            dose_key="dose",
+            covariate_keys=["cell_line"],
+            feature_keys=FEATS,
+            config=TrainConfig(steps=1, batching="sampled"),
+            device="cpu",
+        )
     finally:
         fitmod.fit = real
     m = got["module"].double().float()
@@ -50,16 +65,22 @@ def captured():
 
 def _loss_and_grads(module, batch, mode):
     module.zero_grad()
-    out = module.loss(batch, mode=mode, target_cost=2.0, l1_graph=0.01, generator=torch.Generator().manual_seed(3))
+    out = module.loss(
+        batch, mode=mode, target_cost=2.0, l1_graph=0.01, generator=torch.Generator().manual_seed(3)
+    )
     out.loss.backward()
-    return float(out.loss.detach()), {k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None}
+    return float(out.loss.detach()), {
+        k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
 @pytest.mark.parametrize("mode", ["exact", "relaxed"])
 def test_full_statistics_give_the_cell_objective_and_gradients(captured, split, mode):
     data, module = captured
-    cells = data.sample(np.random.default_rng(0), split=split, batch_contexts=10**6, max_cells=10**6)
+    cells = data.sample(
+        np.random.default_rng(0), split=split, batch_contexts=10**6, max_cells=10**6
+    )
     stats = split_stats(data, split, chunk=7)  # chunks that cut through contexts
     assert isinstance(stats, StatsBatch) and int(stats.n.sum()) == data.n_cells(split)
     lc, gc = _loss_and_grads(module, cells, mode)
@@ -86,17 +107,24 @@ def test_posteriors_over_all_cells_from_sums(captured):
 
 def test_bf16_changes_the_step_objective_only_within_tolerance(captured):
     data, module = captured
-    for batch in (data.sample(np.random.default_rng(0), batch_contexts=10**6, max_cells=10**6), split_stats(data, "train")):
+    for batch in (
+        data.sample(np.random.default_rng(0), batch_contexts=10**6, max_cells=10**6),
+        split_stats(data, "train"),
+    ):
         l32, g32 = _loss_and_grads(module, batch, "exact")
         batch.precision = "tf32"
         ltf, gtf = _loss_and_grads(module, batch, "exact")
         batch.precision = "bf16"
         l16, g16 = _loss_and_grads(module, batch, "exact")
         batch.precision = "fp32"
-        assert ltf == l32 and torch.equal(gtf["sem.B"], g32["sem.B"])  # TF32 is CUDA-only: fp32 on CPU
+        assert ltf == l32 and torch.equal(
+            gtf["sem.B"], g32["sem.B"]
+        )  # TF32 is CUDA-only: fp32 on CPU
         assert l16 != l32  # bf16 really was used
         assert abs(l16 - l32) < 1e-2 * abs(l32)
-        cos = torch.nn.functional.cosine_similarity(g32["sem.B"].ravel(), g16["sem.B"].ravel(), dim=0)
+        cos = torch.nn.functional.cosine_similarity(
+            g32["sem.B"].ravel(), g16["sem.B"].ravel(), dim=0
+        )
         assert float(cos) > 0.999
 
 
@@ -108,15 +136,26 @@ def test_bf16_training_matches_fp32_within_tolerance():
     from gimcli.evaluation.truth import target_recovery
 
     adata = _sim(seed=4)
-    runs = {p: fitmod.train(adata, dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS, device="cpu",
-                            config=TrainConfig(steps=300, eval_every=50, precision=p, objective="exact"))[0]
-            for p in ("fp32", "bf16")}
+    runs = {
+        p: fitmod.train(
+            adata,
+            dose_key="dose",
+            covariate_keys=["cell_line"],
+            feature_keys=FEATS,
+            device="cpu",
+            config=TrainConfig(steps=300, eval_every=50, precision=p, objective="exact"),
+        )[0]
+        for p in ("fp32", "bf16")
+    }
     b32, b16 = (runs[p].module.sem.weights().detach() for p in ("fp32", "bf16"))
     assert not torch.equal(b32, b16)
     assert float((b32 - b16).abs().max()) < 0.06
     diff = np.abs(runs["fp32"].posterior - runs["bf16"].posterior)
     assert (diff > 0.5).mean() < 0.03 and diff.mean() < 0.03
-    auc = [target_recovery(runs[p], adata.uns["gim_truth"]["targets"])["auroc"] for p in ("fp32", "bf16")]
+    auc = [
+        target_recovery(runs[p], adata.uns["gim_truth"]["targets"])["auroc"]
+        for p in ("fp32", "bf16")
+    ]
     assert abs(auc[0] - auc[1]) < 0.02
 
 
@@ -125,12 +164,18 @@ def test_precision_and_device_choices(monkeypatch, gim, tmp_path):
         check_precision("fp16", torch.device("cpu"))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert local_device(torch.device("cuda")) == torch.device("cuda", 1)  # one GPU per torchrun process
-    assert local_device(torch.device("cuda", 0)) == torch.device("cuda", 0)  # an explicit index is kept
+    assert local_device(torch.device("cuda")) == torch.device(
+        "cuda", 1
+    )  # one GPU per torchrun process
+    assert local_device(torch.device("cuda", 0)) == torch.device(
+        "cuda", 0
+    )  # an explicit index is kept
     assert local_device(torch.device("cpu")) == torch.device("cpu")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert local_device(torch.device("cuda")) == torch.device("cuda")
-    rc, _, err = gim("train", tmp_path / "none.h5ad", "--out", tmp_path / "r", "--precision", "fp16")
+    rc, _, err = gim(
+        "train", tmp_path / "none.h5ad", "--out", tmp_path / "r", "--precision", "fp16"
+    )
     assert rc == 3 and "--precision" in err
 
 
@@ -155,9 +200,17 @@ def test_cuda_statistics_and_tf32_match_cpu():
     the bf16 tolerance of the CPU fp32 run."""
     adata = _sim(seed=4)
     cfg = {"steps": 300, "eval_every": 50, "objective": "exact"}
-    runs = {(dev, p): fitmod.train(adata, dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS,
-                                   device=dev, config=TrainConfig(precision=p, **cfg))[0]
-            for dev, p in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "tf32"), ("cuda", "bf16"))}
+    runs = {
+        (dev, p): fitmod.train(
+            adata,
+            dose_key="dose",
+            covariate_keys=["cell_line"],
+            feature_keys=FEATS,
+            device=dev,
+            config=TrainConfig(precision=p, **cfg),
+        )[0]
+        for dev, p in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "tf32"), ("cuda", "bf16"))
+    }
     ref = runs["cpu", "fp32"]
     for key, run in runs.items():
         assert float((ref.module.sem.weights() - run.module.sem.weights()).abs().max()) < 0.03, key
