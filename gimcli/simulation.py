@@ -113,13 +113,79 @@ def simulate(
         raise ValueError(
             f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} exist"
         )
+    # One generator drives every draw, in this order: graph, noise sds, features, rules, EC50s,
+    # cell-line baselines, pairs, then the cells' noise (the order fixes the data of a seed).
     rng = np.random.default_rng(seed)
     d = n_genes
     genes = [f"G{j:0{len(str(d - 1))}d}" for j in range(d)]
     B = random_graph(d, rng, kind=graph, degree=degree)
-    A_inv = np.linalg.inv(np.eye(d) - B)
     sigma = rng.uniform(0.7, 1.0, d) * noise
+    names, F = _drug_features(features, n_drugs, n_features, smiles, rng)
+    drugs = _drug_rules(F, d, n_targets, doses, rng)
+    base = rng.uniform(1.0, 3.0, (n_cell_lines, d))
+    scale = rng.uniform(0.3, 0.5, d)
+    conds = _conditions(names, doses, n_combos, rng)
+    lines = [f"line{c}" for c in range(n_cell_lines)]
+    U, cond_rows, truth = _shifts(conds, lines, drugs, names, genes, n_cells, n_control)
+    sizes = np.array([r[4] for r in cond_rows])
+    cell_cond = np.repeat(np.arange(len(cond_rows)), sizes)
+    cell_line = np.array([r[3] for r in cond_rows])[cell_cond]
+    # Noise is drawn chunk by chunk in cell order: the same stream as one draw per condition.
+    counts_rng = np.random.default_rng([seed, 1]) if counts else None
+    A_inv = np.linalg.inv(np.eye(d) - B)
+    parts = []
+    for lo in range(0, len(cell_cond), chunk_cells):
+        sl = slice(lo, lo + chunk_cells)
+        eps = rng.normal(size=(len(cell_cond[sl]), d)) * sigma
+        x = (U[cell_cond[sl]] + eps) @ A_inv.T
+        expr = base[cell_line[sl]] + scale * x
+        parts.append(_expression(expr, counts_rng, library_size))
+    X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+    obs = _obs(cond_rows, cell_cond, names, F, features, smiles)
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+    params = {
+        "n_genes": n_genes,
+        "n_drugs": n_drugs,
+        "doses": list(doses),
+        "n_cells": n_cells,
+        "n_control": n_control,
+        "n_combos": n_combos,
+        "n_cell_lines": n_cell_lines,
+        "graph": graph,
+        "degree": degree,
+        "n_targets": n_targets,
+        "features": features,
+        "counts": counts,
+        "noise": noise,
+        "library_size": library_size,
+        "seed": seed,
+    }
+    adata.uns[_keys.UNS_TRUTH] = _truth(B, truth, drugs, names, genes, params)
+    return adata
 
+
+def _truth(B, truth, drugs, names, genes, params) -> dict:
+    """uns['gim_truth']: the graph, the targets of every context, each drug's targets and EC50."""
+    Z, M = drugs["targets"], drugs["max_shift"]
+    tt = pd.DataFrame(
+        truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"]
+    )
+    drug_targets = [
+        (names[k], genes[j], float(M[k, j]))
+        for k in range(len(names))
+        for j in np.flatnonzero(Z[k])
+    ]
+    return {
+        "B": B.astype(np.float32),
+        "targets": tt,
+        "drug_targets": pd.DataFrame(drug_targets, columns=["component", "gene", "max_shift"]),
+        "ec50": dict(zip(names, drugs["ec50"].tolist(), strict=True)),
+        "params": params,
+    }
+
+
+def _drug_features(features, n_drugs, n_features, smiles, rng) -> tuple[list[str], np.ndarray]:
+    """Drug names and features: standardised Morgan bits of real SMILES, or random numbers."""
     if features == "smiles":
         from gimcli.data.features import morgan_fingerprints
 
@@ -129,24 +195,28 @@ def simulate(
             raise ValueError(f"only {len(names)} SMILES available for {n_drugs} drugs")
         fps = morgan_fingerprints({n: pool[n] for n in names}, n_bits=256)
         F = np.stack([fps[n] for n in names])
-        F = (F - F.mean(0)) / np.maximum(F.std(0), 1e-6)
-    else:
-        names = [f"drug{k:02d}" for k in range(n_drugs)]
-        F = rng.normal(size=(n_drugs, n_features))
+        return names, (F - F.mean(0)) / np.maximum(F.std(0), 1e-6)
+    return [f"drug{k:02d}" for k in range(n_drugs)], rng.normal(size=(n_drugs, n_features))
+
+
+def _drug_rules(F, d, n_targets, doses, rng) -> dict[str, np.ndarray]:
+    """The hidden rules from features to targets (top scores) and signed maximal shifts, and
+    each drug's EC50 (log-uniform over the dose range)."""
     W_t = rng.normal(size=(F.shape[1], d))
     W_s = rng.normal(size=(F.shape[1], d))
-    score = F @ W_t
-    top = np.argsort(-score, axis=1)[:, :n_targets]
-    Z = np.zeros((n_drugs, d), bool)
+    top = np.argsort(-(F @ W_t), axis=1)[:, :n_targets]
+    Z = np.zeros((len(F), d), bool)
     np.put_along_axis(Z, top, True, axis=1)
     sign = np.sign(np.tanh(F @ W_s / np.sqrt(F.shape[1])) + 1e-9)
     M = sign * (1.5 + 1.5 * np.abs(np.tanh(F @ W_s / np.sqrt(F.shape[1]))))
-    ec50 = np.exp(rng.uniform(np.log(min(doses)), np.log(max(doses)), n_drugs))
+    ec50 = np.exp(rng.uniform(np.log(min(doses)), np.log(max(doses)), len(F)))
+    return {"targets": Z, "max_shift": M, "ec50": ec50}
 
-    lines = [f"line{c}" for c in range(n_cell_lines)]
-    base = rng.uniform(1.0, 3.0, (n_cell_lines, d))
-    scale = rng.uniform(0.3, 0.5, d)
 
+def _conditions(names, doses, n_combos, rng) -> list[tuple[str, str, list[int], list[float]]]:
+    """(condition, dose string, drug indices, doses): control, every drug at every dose, and
+    `n_combos` random pairs at the top dose."""
+    n_drugs = len(names)
     conds: list[tuple[str, str, list[int], list[float]]] = [("control", "0", [], [])]
     for k in range(n_drugs):
         for dz in doses:
@@ -158,10 +228,16 @@ def simulate(
     for a, b in sorted(pairs):
         dz = max(doses)
         conds.append((f"{names[a]}+{names[b]}", f"{dz:g}+{dz:g}", [a, b], [dz, dz]))
+    return conds
 
-    # Per-condition shift vectors, then cells generated in chunks straight into CSR: a 1M x 2000
-    # screen never exists as a dense matrix (16 GB in float64).
-    U = np.zeros((len(lines) * len(conds), d))
+
+def _shifts(conds, lines, drugs, names, genes, n_cells, n_control):
+    """Per (cell line, condition): the direct shift vector u (shifts of components add), the
+    row (condition, dose, line, line index, cells) and the true targets with their shifts.
+    Cells are then generated in chunks straight into CSR: a 1M x 2000 screen never exists as a
+    dense matrix (16 GB in float64)."""
+    Z, M, ec50 = drugs["targets"], drugs["max_shift"], drugs["ec50"]
+    U = np.zeros((len(lines) * len(conds), len(genes)))
     cond_rows, truth = [], []
     for li, line in enumerate(lines):
         for ci, (cond, dose_s, comps, dz) in enumerate(conds):
@@ -174,26 +250,22 @@ def simulate(
             cond_rows.append(
                 (cond, dose_s if comps else "0", line, li, n_control if not comps else n_cells)
             )
-    sizes = np.array([r[4] for r in cond_rows])
-    cell_cond = np.repeat(np.arange(len(cond_rows)), sizes)
-    cell_line = np.array([r[3] for r in cond_rows])[cell_cond]
-    # Noise is drawn chunk by chunk in cell order: the same stream as one draw per condition.
-    parts = []
-    counts_rng = np.random.default_rng([seed, 1]) if counts else None
-    for lo in range(0, len(cell_cond), chunk_cells):
-        sl = slice(lo, lo + chunk_cells)
-        eps = rng.normal(size=(len(cell_cond[sl]), d)) * sigma
-        x = (U[cell_cond[sl]] + eps) @ A_inv.T
-        expr = base[cell_line[sl]] + scale * x
-        if counts:
-            lib = counts_rng.lognormal(np.log(library_size), 0.3, len(expr))[:, None]
-            rate = np.exp(expr)
-            rate = rate / rate.sum(1, keepdims=True) * lib
-            parts.append(sp.csr_matrix(counts_rng.poisson(rate).astype(np.float32)))
-        else:
-            parts.append(sp.csr_matrix(np.clip(expr, 0, None).astype(np.float32)))
-    X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+    return U, cond_rows, truth
 
+
+def _expression(expr: np.ndarray, counts_rng, library_size: float) -> sp.csr_matrix:
+    """Log-scale expression as given (clipped at 0), or Poisson counts around a log-normal
+    library size per cell when `counts_rng` is given."""
+    if counts_rng is None:
+        return sp.csr_matrix(np.clip(expr, 0, None).astype(np.float32))
+    lib = counts_rng.lognormal(np.log(library_size), 0.3, len(expr))[:, None]
+    rate = np.exp(expr)
+    rate = rate / rate.sum(1, keepdims=True) * lib
+    return sp.csr_matrix(counts_rng.poisson(rate).astype(np.float32))
+
+
+def _obs(cond_rows, cell_cond, names, F, features, smiles) -> pd.DataFrame:
+    """Per cell: condition, dose, cell line, and the drug's SMILES or feature columns."""
     ctab = pd.DataFrame([r[:3] for r in cond_rows], columns=["condition", "dose", "cell_line"])
     obs = pd.DataFrame(
         {c: pd.Categorical.from_codes(*_codes(ctab[c].to_numpy(), cell_cond)) for c in ctab}
@@ -204,50 +276,16 @@ def simulate(
         # SMILES may contain '+' (charges), so combination rows carry none: a combination's
         # components are featurised from their single-drug rows.
         obs["smiles"] = obs["condition"].map(lambda c: smi.get(c, "")).astype(str)
-    else:
-        # Feature rows per condition (NaN for control and combinations), gathered per cell.
-        comp_of = {n: k for k, n in enumerate(names)}
-        Fc = np.full((len(cond_rows), F.shape[1]), np.nan)
-        for i, r in enumerate(cond_rows):
-            if r[0] in comp_of:
-                Fc[i] = F[comp_of[r[0]]]
-        for f in range(F.shape[1]):
-            obs[f"f{f}"] = Fc[cell_cond, f]
-    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
-    tt = pd.DataFrame(
-        truth, columns=["condition", "dose", "cell_line", "component", "gene", "shift"]
-    )
-    adata.uns[_keys.UNS_TRUTH] = {
-        "B": B.astype(np.float32),
-        "targets": tt,
-        "drug_targets": pd.DataFrame(
-            [
-                (names[k], genes[j], float(M[k, j]))
-                for k in range(n_drugs)
-                for j in np.flatnonzero(Z[k])
-            ],
-            columns=["component", "gene", "max_shift"],
-        ),
-        "ec50": dict(zip(names, ec50.tolist(), strict=True)),
-        "params": {
-            "n_genes": n_genes,
-            "n_drugs": n_drugs,
-            "doses": list(doses),
-            "n_cells": n_cells,
-            "n_control": n_control,
-            "n_combos": n_combos,
-            "n_cell_lines": n_cell_lines,
-            "graph": graph,
-            "degree": degree,
-            "n_targets": n_targets,
-            "features": features,
-            "counts": counts,
-            "noise": noise,
-            "library_size": library_size,
-            "seed": seed,
-        },
-    }
-    return adata
+        return obs
+    # Feature rows per condition (NaN for control and combinations), gathered per cell.
+    comp_of = {n: k for k, n in enumerate(names)}
+    Fc = np.full((len(cond_rows), F.shape[1]), np.nan)
+    for i, r in enumerate(cond_rows):
+        if r[0] in comp_of:
+            Fc[i] = F[comp_of[r[0]]]
+    for f in range(F.shape[1]):
+        obs[f"f{f}"] = Fc[cell_cond, f]
+    return obs
 
 
 def _codes(values: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, list]:
