@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from gimcli.config import TrainConfig
+from gimcli.config import DataKeys, TrainConfig
 from gimcli.evaluation.heldout import evaluate_split
 from gimcli.evaluation.metrics import HIGHER_IS_BETTER
-from gimcli.training.fit import train
+from gimcli.training.fitting import fit_run
 
 # Small models are dominated by per-op overhead: one thread per process avoids oversubscribing
 # the 2 cores; override with GIM_BENCH_THREADS.
@@ -30,7 +30,7 @@ def setup() -> None:
 def fit_and_score(adata, mask: np.ndarray, *, cfg: TrainConfig, **keys):
     """Train on adata[mask], then score GIM and every baseline on adata[~mask]."""
     t0 = time.perf_counter()
-    run, _ = train(adata, config=cfg, device="cpu", train_mask=mask, **keys)
+    run, _ = fit_run(adata, keys=DataKeys(**keys), config=cfg, device="cpu", train_mask=mask)
     res, nograph = evaluate_split(run, adata, mask, device="cpu", seed=cfg.seed)
     return run, nograph, res, time.perf_counter() - t0
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from bench._common import md_table
-from gimcli.config import TrainConfig
+from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.io import read_h5ad
 from gimcli.evaluation.heldout import log_expression
-from gimcli.training.fit import train
+from gimcli.training.fitting import fit_run
 
 DATA = (
     Path(__file__).resolve().parents[2]
@@ -33,9 +33,8 @@ def run(cfg: TrainConfig) -> dict:
     adata = read_h5ad(DATA)
     pert = adata.obs["perturbation"].astype(str)
     adata.obs["gene"] = np.where(pert == "control", "control", pert.str.rsplit("_", n=1).str[0])
-    run_, _ = train(
-        adata, perturbation_key="gene", covariate_keys=["perturbation_2"], config=cfg, device="cpu"
-    )
+    keys = DataKeys(perturbation_key="gene", covariate_keys=["perturbation_2"])
+    run_, _ = fit_run(adata, keys=keys, config=cfg, device="cpu")
     genes = run_.genes
     X = log_expression(adata, run_)
     ctx = run_.contexts

@@ -70,7 +70,7 @@ def run(cfg: TrainConfig) -> dict:
                 "graph_auroc": t["gim"]["graph"]["auroc"],
                 "heldout_auroc": t["gim"]["heldout"]["auroc"],
                 "heldout_auprc": t["gim"]["heldout"]["auprc"],
-                "B_spectral_radius": run_.meta["diagnostics"]["B_spectral_radius"],
+                "B_spectral_radius": run_.meta.diagnostics.B_spectral_radius,
                 "wall_s": wall,
             }
         )

@@ -1,6 +1,9 @@
-"""gim: Generative Intervention Models for single-cell perturbation screens."""
+"""gim: Generative Intervention Models for single-cell perturbation screens.
 
-__version__ = "0.1.0"
+Nothing is imported here (the package's own modules never import it), so that `gim --help`
+stays instant and the public API can be added without import circles (docs/design.md, "Layout").
+"""
 
-# Bumped when model.json / model.pt change incompatibly; loaders refuse other majors.
-MODEL_FORMAT_VERSION = 2
+from gimcli._version import __version__
+
+__all__ = ["__version__"]

@@ -1,9 +1,23 @@
-"""One frozen configuration that feeds the CLI defaults, the checkpoint and uns['gim']['params']."""
+"""What the user chose, frozen and checked where it is made.
+
+`TrainConfig` feeds the CLI defaults, the checkpoint and uns['gim']['params']; `DataKeys` names
+where a screen keeps what gim reads. Both refuse values they cannot take with a
+`gimcli.errors.ConfigError` that names the field (the CLI maps fields to its flags).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
+
+from gimcli.errors import ConfigError
+
+# scanpy's highly_variable_genes flavors (only "seurat" is available with --backed).
+HVG_FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -60,13 +74,149 @@ class TrainConfig:
     restarts: int = 1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _KIND[f.name]
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ConfigError(f.name, value, "must be true or false")
+            elif kind is int:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise ConfigError(f.name, value, "must be an integer")
+            elif kind is float:
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ConfigError(f.name, value, "must be a number")
+                if not math.isfinite(value):
+                    raise ConfigError(f.name, value, "must be finite")
+            elif value not in kind:
+                raise ConfigError(f.name, value, f"expected one of {', '.join(kind)}")
+            if f.name in _RANGES:
+                ok, rule = _RANGES[f.name]
+                if not ok(value):
+                    raise ConfigError(f.name, value, rule)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of `to_dict`; a key that is not a field is refused (a typo must not
+        silently give the default)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        for k in d:
+            if k not in names:
+                raise ConfigError(k, d[k], "not a TrainConfig field")
+        return cls(**d)
 
     def replace(self, **kw: Any) -> TrainConfig:
         return replace(self, **kw)
+
+
+# Type (or the allowed values) of each TrainConfig field; ints are accepted where floats are.
+_KIND: dict[str, Any] = {
+    "n_top_genes": int,
+    "hvg_flavor": HVG_FLAVORS,
+    "target_sum": float,
+    "min_cells_per_context": int,
+    "fp_radius": int,
+    "fp_bits": int,
+    "fp_chirality": bool,
+    "dose_response": ("hill", "mlp"),
+    "shift_sd": float,
+    "spike_sd": float,
+    "hidden": int,
+    "n_layers": int,
+    "fix_graph": bool,
+    "l1_graph": float,
+    "target_cost": float,
+    "objective": ("schedule", "exact", "relaxed"),
+    "structure_first": float,
+    "temperature": float,
+    "steps": int,
+    "lr": float,
+    "weight_decay": float,
+    "batching": ("full", "sampled"),
+    "precision": PRECISIONS,
+    "batch_contexts": int,
+    "max_cells_per_context": int,
+    "val_fraction": float,
+    "eval_every": int,
+    "patience": int,
+    "restarts": int,
+    "seed": int,
+}
+
+
+def _at_least(lo: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= lo), f"must be >= {lo:g}"
+
+
+def _above(lo: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v > lo), f"must be > {lo:g}"
+
+
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_top_genes": _at_least(1),
+    "target_sum": _above(0),
+    "min_cells_per_context": _at_least(1),
+    "fp_radius": _at_least(0),
+    "fp_bits": _at_least(1),
+    "hidden": _at_least(1),
+    "n_layers": _at_least(0),
+    "l1_graph": _at_least(0),
+    "target_cost": _at_least(0),
+    "structure_first": ((lambda v: 0 <= v <= 1), "must be between 0 and 1"),
+    "temperature": _above(0),
+    "steps": _at_least(1),
+    "lr": _above(0),
+    "weight_decay": _at_least(0),
+    "batch_contexts": _at_least(1),
+    "max_cells_per_context": _at_least(1),
+    "val_fraction": ((lambda v: 0 <= v < 1), "must be >= 0 and < 1"),
+    "eval_every": _at_least(1),
+    "patience": _at_least(1),
+    "restarts": _at_least(1),
+    "seed": _at_least(0),
+}
+
+
+@dataclass(frozen=True)
+class DataKeys:
+    """Where a screen keeps what gim reads: obs columns and the layer of raw counts.
+
+    Recorded in model.json ("keys") so that prediction, evaluation and the B = 0 refit read new
+    data the way training read its own.
+    """
+
+    perturbation_key: str = "condition"
+    control: str = "control"
+    dose_key: str | None = None
+    covariate_keys: tuple[str, ...] = ()
+    smiles_key: str | None = None
+    feature_keys: tuple[str, ...] = ()
+    counts_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        # lists (JSON, the CLI's comma lists) or None become tuples, so that the keys stay frozen
+        for name in ("covariate_keys", "feature_keys"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigError(name, value, "must be a list of column names, not one string")
+            object.__setattr__(self, name, tuple(value or ()))
+        for name in ("perturbation_key", "control"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(name, getattr(self, name), "must be a non-empty string")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["covariate_keys"], d["feature_keys"] = list(self.covariate_keys), list(self.feature_keys)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataKeys:
+        names = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in names:
+                raise ConfigError(k, d[k], "not a DataKeys field")
+        return cls(**d)

@@ -35,3 +35,19 @@ class Preempted(GimError):
     """Training stopped by SIGTERM/SIGUSR1 after saving a checkpoint; rerun with --resume."""
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the same command will continue
+
+
+class ConfigError(InputError):
+    """A configuration field with a value it cannot take; `field` names it (the CLI maps it to
+    its flag)."""
+
+    def __init__(self, field: str, value: object, rule: str):
+        super().__init__(f"{field}={value!r}: {rule}")
+        self.field, self.value, self.rule = field, value, rule
+
+
+def weights_only_reason(e: BaseException) -> str:
+    """The part of torch's `weights_only=True` refusal message that names the refused object."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()]
+    return (named or lines or [""])[0][:200]

@@ -1,15 +1,14 @@
 """GimRun: a trained model and everything needed to use it; one run directory on disk.
 
 run/model.pt holds tensors only (loaded with weights_only=True); run/model.json holds the rest
-as plain JSON (genes, preprocessing, feature spec, covariates, config, versions, seed, input hash).
+as plain JSON, typed by gimcli.schema.RunMeta (docs/design.md, "The run directory").
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -17,41 +16,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gimcli import MODEL_FORMAT_VERSION, __version__, _keys
+from gimcli import _keys
+from gimcli._version import __version__
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
-from gimcli.data.features import FeatureSpec, split_components
-from gimcli.data.io import atomic_path, file_sha256
+from gimcli.data.features import FeatureSpec, component_descriptors, split_components
+from gimcli.data.io import atomic_path
 from gimcli.data.preprocess import PreprocessInfo
-from gimcli.errors import CheckpointMismatch, ModelError
+from gimcli.errors import CheckpointMismatch, GimError, ModelError, weights_only_reason
 from gimcli.model.module import ContextBatch, GIMModule
-from gimcli.training.batches import context_batch
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"gim": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "numpy", "scipy", "anndata", "scanpy", "rdkit", "h5py"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover
-            out[pkg] = "absent"
-    return out
-
-
-def context_label(row: pd.Series | dict, cov_keys: list[str]) -> str:
-    parts = [str(row["condition"])]
-    if row.get("dose", "") not in ("", None):
-        parts.append(f"dose={row['dose']}")
-    parts += [f"{k}={row[k]}" for k in cov_keys]
-    return "|".join(parts)
+from gimcli.provenance import file_sha256, json_default
+from gimcli.schema import MODEL_FORMAT_VERSION, RunMeta
 
 
 @dataclass
 class GimRun:
+    """A trained GIM: the module, what model.json records (`meta`) and the arrays model.pt keeps
+    beside the weights."""
+
     module: GIMModule
-    meta: dict
+    meta: RunMeta
     comp_feats: np.ndarray  # (n_components, F) features of the training components
     std_mean: np.ndarray  # (G, d) control mean per covariate group
     std_sd: np.ndarray  # (G, d)
@@ -68,32 +52,53 @@ class GimRun:
     # -- views of the metadata ---------------------------------------------------------------
     @property
     def genes(self) -> list[str]:
-        return self.meta["preprocess"]["genes"]
+        return self.meta.preprocess.genes
 
     @property
     def spec(self) -> FeatureSpec:
-        return FeatureSpec.from_dict(self.meta["features"])
+        return self.meta.features
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.meta["config"])
+        return self.meta.config
 
     @property
     def preprocess_info(self) -> PreprocessInfo:
-        return PreprocessInfo(**self.meta["preprocess"])
+        return self.meta.preprocess
 
     @property
     def cov_keys(self) -> list[str]:
-        return self.meta["covariates"]["keys"]
+        return self.meta.covariates.keys
 
     @property
     def groups(self) -> pd.DataFrame:
-        g = pd.DataFrame(self.meta["covariates"]["groups"])
-        return g if len(g.columns) else pd.DataFrame(index=[0])
+        return self.meta.covariates.table
 
     @property
     def contexts(self) -> pd.DataFrame:
-        return pd.DataFrame(self.meta["contexts"])
+        return pd.DataFrame(self.meta.contexts)
+
+    def component_features(
+        self,
+        names: list[str],
+        *,
+        obs: pd.DataFrame | None = None,
+        table: pd.DataFrame | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Feature rows of `names`: training components as trained, new ones featurised with the
+        training spec from a features table (name, smiles or the numeric columns) or from the
+        cells of `obs` (read with the training keys)."""
+        out = {n: self.comp_feats[i] for i, n in enumerate(self.meta.components) if n in names}
+        new = [n for n in names if n not in out]
+        if new:
+            if self.spec.kind == "identity":
+                raise ModelError(
+                    "identity features cannot describe perturbations not seen in training: "
+                    f"{new[:10]}"
+                )
+            raw = component_descriptors(self.spec, new, obs=obs, keys=self.meta.keys, table=table)
+            out.update(self.spec.featurize(raw))
+        return out
 
     def group_index(self, cov_values: pd.DataFrame) -> np.ndarray:
         """Row of the standardisation table for each row of covariate values."""
@@ -117,7 +122,7 @@ class GimRun:
         new_features: dict[str, np.ndarray] | None = None,
     ) -> ContextBatch:
         """Network inputs for contexts given by component names, their doses and covariates."""
-        names = self.meta["components"]
+        names = self.meta.components
         new_features = new_features or {}
         extra = [n for cl in components for n in cl if n not in names and n not in new_features]
         if extra:
@@ -132,7 +137,7 @@ class GimRun:
         )
         gene_of = {g: i for i, g in enumerate(self.genes)}
         comp_gene = np.array(
-            self.meta["comp_gene"]
+            self.meta.comp_gene
             + [
                 gene_of.get(n, -1) if self.spec.kind == "identity" else -1
                 for n in vocab[len(names) :]
@@ -147,9 +152,9 @@ class GimRun:
             for c, (n, x) in enumerate(zip(cl, dl, strict=True)):
                 idx[k, c] = pos[n]
                 dz[k, c] = x
-        cov = covariate_onehot(cov_values, self.cov_keys, self.meta["covariates"]["categories"])
-        return context_batch(
-            feats, idx, dose_transform(dz, self.meta["dose_scale"]), cov, comp_gene
+        cov = covariate_onehot(cov_values, self.cov_keys, self.meta.covariates.categories)
+        return ContextBatch.gather(
+            feats, idx, dose_transform(dz, self.meta.dose_scale), cov, comp_gene
         )
 
     @torch.no_grad()
@@ -238,9 +243,9 @@ class GimRun:
         with atomic_path(out / _keys.MODEL_WEIGHTS) as tmp:
             torch.save(tensors, tmp)
             # model.json names the model.pt it belongs with: a half-replaced run dir is detected
-            meta = {**self.meta, "weights_sha256": file_sha256(tmp)}
+            meta = replace(self.meta, weights_sha256=file_sha256(tmp)).to_json()
         with atomic_path(out / _keys.MODEL_META) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
+            tmp.write_text(json.dumps(meta, indent=1, default=json_default))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> GimRun:
@@ -279,35 +284,26 @@ class GimRun:
         if not isinstance(t, dict):
             raise ModelError(f"{w_p}: expected a dict of tensors")
         try:
-            cfg = TrainConfig.from_dict(meta["config"])
-            d = len(meta["preprocess"]["genes"])
-            module = GIMModule(
-                d,
-                int(meta["n_features"]),
-                int(meta["n_cov"]),
-                hidden=cfg.hidden,
-                n_layers=cfg.n_layers,
-                fix_graph=cfg.fix_graph,
-                dose_response=cfg.dose_response,
-                shift_sd=cfg.shift_sd,
-                spike_sd=cfg.spike_sd,
+            meta = RunMeta.from_json(meta)
+            module = GIMModule.from_config(
+                meta.config,
+                d=len(meta.genes),
+                n_features=int(meta.n_features),
+                n_cov=int(meta.n_cov),
             )
             module.load_state_dict(
                 {k[len("module.") :]: v for k, v in t.items() if k.startswith("module.")}
             )
+            arrays = {k: t[k].numpy() for k in _OPTIONAL_ARRAYS if k in t}
             run = cls(
                 module=module.to("cpu", torch.float32).eval(),
                 meta=meta,
                 comp_feats=t["comp_feats"].numpy(),
                 std_mean=t["std_mean"].numpy(),
                 std_sd=t["std_sd"].numpy(),
-                posterior=t["posterior"].numpy() if "posterior" in t else None,
-                posterior_shift=t["posterior_shift"].numpy() if "posterior_shift" in t else None,
-                posterior_spike=t["posterior_spike"].numpy() if "posterior_spike" in t else None,
-                ref_cells=t["ref_cells"].numpy() if "ref_cells" in t else None,
-                ref_group=t["ref_group"].numpy() if "ref_group" in t else None,
+                **arrays,
             )
-        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except _MISMATCH as e:
             raise ModelError(
                 f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})"
             ) from e
@@ -333,16 +329,7 @@ class Interventions:
         return (z * self.shift + (1 - z) * self.spike).sum(1).astype(np.float32)
 
 
-def weights_only_reason(e: BaseException) -> str:
-    """The part of torch's weights_only message that names the refused object."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    named = [ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()]
-    return (named or lines or [""])[0][:200]
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-able: {type(o)}")
+# What a model.json that does not fit its model.pt (or this gim) raises while loading.
+_MISMATCH = (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError, GimError)
+# Arrays model.pt may hold beside the weights (runs without posteriors or controls lack some).
+_OPTIONAL_ARRAYS = ("posterior", "posterior_shift", "posterior_spike", "ref_cells", "ref_group")

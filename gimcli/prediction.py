@@ -12,10 +12,11 @@ import scipy.sparse as sp
 import torch
 
 from gimcli import _keys
-from gimcli.data.contexts import format_dose, parse_dose
-from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.data.contexts import canonical_dose, context_label, format_dose
+from gimcli.data.features import component_descriptors, split_components
 from gimcli.errors import InputError
-from gimcli.gimrun import GimRun, context_label, versions
+from gimcli.gimrun import GimRun
+from gimcli.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +40,22 @@ def build_requests(
 
     `features` is a CSV table with `name` and `smiles` (or the numeric feature columns used in
     training), optionally `dose` and covariate columns; `conditions` names perturbations or
-    combinations (`A+B`) whose components the model knows.
+    combinations (`A+B`) whose components the model knows. Without a dose (column or `doses`)
+    every dose of `doses` is predicted; without a covariate, every training group.
     """
     if (features is None) == (conditions is None):
         raise InputError("give either --features/--drug-features CSV or --conditions")
-    spec = run.spec
-    uses_dose = run.meta["keys"]["dose_key"] is not None
-    cov_keys = run.cov_keys
-    new_feats: dict[str, np.ndarray] = {}
+    uses_dose = run.meta.keys.dose_key is not None
     if features is not None:
-        df = features.copy()
-        names = df["name"].astype(str).str.strip()
-        if spec.kind == "smiles":
-            if "smiles" not in df.columns:
-                raise InputError(
-                    "the features CSV needs a 'smiles' column (the model was trained on SMILES)"
-                )
-            table = dict(zip(names, df["smiles"], strict=True))
-            new_feats = spec.featurize_smiles({n: s for n, s in table.items()})
-        elif spec.kind == "numeric":
-            miss = [c for c in spec.columns if c not in df.columns]
-            if miss:
-                raise InputError(
-                    f"the features CSV lacks feature column(s) {miss} used in training"
-                )
-            vals = df[spec.columns].apply(pd.to_numeric, errors="coerce")
-            bad = names[vals.isna().any(axis=1)].tolist()
-            if bad:
-                raise InputError(f"non-numeric or empty feature values for {bad[:10]}")
-            new_feats = spec.featurize_numeric(
-                {n: v for n, v in zip(names, vals.to_numpy(np.float32), strict=True)}
-            )
-        else:
-            unknown = sorted(set(names) - set(spec.components))
-            if unknown:
-                raise InputError(
-                    f"identity features only cover training perturbations; unknown: {unknown[:10]}"
-                )
-        req = pd.DataFrame({"condition": names})
-        if "dose" in df.columns and uses_dose:
-            req["dose"] = df["dose"].astype(str).to_numpy()
-        for k in cov_keys:
-            if k in df.columns:
-                req[k] = df[k].astype(str).to_numpy()
+        req, new_feats = _requests_from_table(run, features, uses_dose=uses_dose)
     else:
-        req = pd.DataFrame({"condition": [c.strip() for c in conditions]})
-        known = set(spec.components)
+        req, new_feats = pd.DataFrame({"condition": [c.strip() for c in conditions]}), {}
+        known = set(run.spec.components)
         unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
         if unknown:
             raise InputError(
-                f"--conditions: perturbation(s) {unknown[:10]} not in training; give their features with --features"
+                f"--conditions: perturbation(s) {unknown[:10]} not in training; "
+                "give their features with --features"
             )
     if uses_dose and "dose" not in req.columns:
         if not doses:
@@ -96,13 +63,45 @@ def build_requests(
         req = _cross(req, pd.DataFrame({"dose": [format_dose(x) for x in doses]}))
     elif not uses_dose:
         req["dose"] = "1"
-    # canonical dose strings (one number per component)
     req["dose"] = [
-        COMBO_SEP.join(
-            format_dose(x) for x in parse_dose(d, len(split_components(c)), column="dose")
-        )
+        canonical_dose(d, len(split_components(c)), column="dose")
         for c, d in zip(req["condition"], req["dose"], strict=True)
     ]
+    return _with_covariates(run, req, covariates), new_feats
+
+
+def _requests_from_table(
+    run: GimRun, features: pd.DataFrame, *, uses_dose: bool
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Requests named by a features table, and the features of every row (featurised with the
+    training spec, so that applicability compares like with like)."""
+    spec = run.spec
+    names = features["name"].astype(str).str.strip()
+    new_feats: dict[str, np.ndarray] = {}
+    if spec.kind == "identity":
+        unknown = sorted(set(names) - set(spec.components))
+        if unknown:
+            raise InputError(
+                f"identity features only cover training perturbations; unknown: {unknown[:10]}"
+            )
+    else:
+        table = features.assign(name=names)
+        new_feats = spec.featurize(component_descriptors(spec, list(names), table=table))
+    req = pd.DataFrame({"condition": names})
+    if "dose" in features.columns and uses_dose:
+        req["dose"] = features["dose"].astype(str).to_numpy()
+    for k in run.cov_keys:
+        if k in features.columns:
+            req[k] = features[k].astype(str).to_numpy()
+    return req, new_feats
+
+
+def _with_covariates(
+    run: GimRun, req: pd.DataFrame, covariates: dict[str, str] | None
+) -> pd.DataFrame:
+    """Requests with the given covariate values, crossed with every training group for the
+    covariates neither given nor in the table."""
+    cov_keys = run.cov_keys
     covariates = dict(covariates or {})
     unknown_cov = set(covariates) - set(cov_keys)
     if unknown_cov:
@@ -110,9 +109,9 @@ def build_requests(
     for k, v in covariates.items():
         req[k] = str(v)
     missing = [k for k in cov_keys if k not in req.columns]
-    if missing:  # every training group, for the covariates not given
+    if missing:
         req = _cross(req, run.groups[missing].drop_duplicates().astype(str))
-    return req[["condition", "dose", *cov_keys]].reset_index(drop=True), new_feats
+    return req[["condition", "dose", *cov_keys]].reset_index(drop=True)
 
 
 def applicability(
@@ -121,7 +120,7 @@ def applicability(
     """Per request: the lowest, over its components, of the similarity to the nearest training
     component, and that nearest component."""
     spec = run.spec
-    train_names = run.meta["components"]
+    train_names = run.meta.components
     sims, nearest = [], []
     for cond in requests["condition"]:
         worst, near = 1.0, ""
@@ -222,9 +221,9 @@ def predict(
             "noise": noise if run.ref_cells is not None else "gaussian",
         },
         "model": {
-            "seed": run.meta["seed"],
-            "input": run.meta.get("input", {}),
-            "config": run.meta["config"],
+            "seed": run.meta.seed,
+            "input": run.meta.input_dict(),
+            "config": run.meta.config.to_dict(),
         },
         "versions": versions(),
     }

@@ -158,7 +158,7 @@ def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
 
 def baseline_rss() -> int:
     """Peak RSS of a process that only imports what `gim train` imports (interpreter, torch, scanpy)."""
-    code = "import torch, scanpy, anndata, gimcli.cli.train, gimcli.training.fit, gimcli.training.outputs"
+    code = "import torch, scanpy, anndata, gimcli.cli.train, gimcli.training.fitting, gimcli.training.outputs"
     p = subprocess.Popen([sys.executable, "-c", code])
     _, _, usage = os.wait4(p.pid, 0)
     return usage.ru_maxrss * 1024
@@ -268,7 +268,7 @@ def machine(args) -> dict:
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    from gimcli.gimrun import versions
+    from gimcli.provenance import versions
 
     v = versions()
     return {

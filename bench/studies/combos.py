@@ -17,13 +17,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench._common import setup  # noqa: E402
-from gimcli.config import TrainConfig  # noqa: E402
+from gimcli.config import DataKeys, TrainConfig  # noqa: E402
 from gimcli.evaluation.heldout import evaluate, log_expression  # noqa: E402
 from gimcli.evaluation.metrics import r2_mean  # noqa: E402
 from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
 from gimcli.prediction import predict  # noqa: E402
 from gimcli.simulation import simulate  # noqa: E402
-from gimcli.training.fit import train  # noqa: E402
+from gimcli.training.fitting import fit_run  # noqa: E402
 
 
 def main(steps_list, systems=(("cyclic", 0), ("dag", 1)), target_costs=(None,)):
@@ -44,10 +44,9 @@ def main(steps_list, systems=(("cyclic", 0), ("dag", 1)), target_costs=(None,)):
         for steps, tc in [(s, t) for s in steps_list for t in target_costs]:
             cfg = TrainConfig(steps=steps, seed=seed)
             cfg = cfg if tc is None else cfg.replace(target_cost=tc)
-            run, hist = train(
+            run, hist = fit_run(
                 a,
-                dose_key="dose",
-                feature_keys=[f"f{i}" for i in range(8)],
+                keys=DataKeys(dose_key="dose", feature_keys=[f"f{i}" for i in range(8)]),
                 config=cfg,
                 device="cpu",
                 train_mask=m,
@@ -80,7 +79,7 @@ def main(steps_list, systems=(("cyclic", 0), ("dag", 1)), target_costs=(None,)):
                     "target_cost": cfg.target_cost,
                     "train_target_auroc": rec["auroc"],
                     "train_target_auprc": rec["auprc"],
-                    "steps_run": run.meta["training"]["steps_run"],
+                    "steps_run": run.meta.training.steps_run,
                     "pairs_r2_gim": agg["gim"]["r2_mean"],
                     "pairs_r2_additive": agg["additive"]["r2_mean"],
                     "pairs_mse_gim": agg["gim"]["mse"],

@@ -16,12 +16,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench._common import setup  # noqa: E402
-from gimcli.config import TrainConfig  # noqa: E402
-from gimcli.evaluation.heldout import context_cells, evaluate, log_expression  # noqa: E402
+from gimcli.config import DataKeys, TrainConfig  # noqa: E402
+from gimcli.data.contexts import perturbed_contexts  # noqa: E402
+from gimcli.evaluation.heldout import evaluate, log_expression  # noqa: E402
 from gimcli.evaluation.metrics import mse, r2_mean  # noqa: E402
 from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
 from gimcli.simulation import simulate  # noqa: E402
-from gimcli.training.fit import train  # noqa: E402
+from gimcli.training.fitting import fit_run  # noqa: E402
 
 
 @torch.no_grad()
@@ -47,16 +48,15 @@ def main(systems=(("dag", 0), ("dag", 1), ("cyclic", 0), ("cyclic", 1))):
             seed=seed,
         )
         m = train_mask(a.obs, Holdout(combinations=["all"], doses=[100.0]), dose_key="dose")
-        run, _ = train(
+        run, _ = fit_run(
             a,
-            dose_key="dose",
-            feature_keys=[f"f{i}" for i in range(8)],
+            keys=DataKeys(dose_key="dose", feature_keys=[f"f{i}" for i in range(8)]),
             config=TrainConfig(steps=1200, seed=seed),
             device="cpu",
             train_mask=m,
         )
         test = a[~m]
-        table, cell = context_cells(test.obs, run)
+        table, cell = perturbed_contexts(test.obs, run.meta.keys)
         X = log_expression(test, run)
         y = np.stack([np.asarray(X[cell == k].mean(0)).ravel() for k in range(len(table))])
         res = evaluate(run, test, train=a[m], methods=("additive", "ridge"), seed=0).summary[

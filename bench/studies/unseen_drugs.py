@@ -18,12 +18,11 @@ import pandas as pd  # noqa: E402
 
 from bench._common import setup  # noqa: E402
 from bench.sim import HELD_DOSE, HELD_DRUGS, SIZES, SYSTEMS  # noqa: E402
-from gimcli.config import TrainConfig  # noqa: E402
-from gimcli.evaluation.heldout import component_features  # noqa: E402
+from gimcli.config import DataKeys, TrainConfig  # noqa: E402
 from gimcli.evaluation.splits import Holdout, train_mask  # noqa: E402
 from gimcli.evaluation.truth import auroc_auprc  # noqa: E402
 from gimcli.simulation import simulate  # noqa: E402
-from gimcli.training.fit import train  # noqa: E402
+from gimcli.training.fitting import fit_run  # noqa: E402
 
 
 def main() -> None:
@@ -36,19 +35,20 @@ def main() -> None:
             Holdout(conditions=HELD_DRUGS, doses=[HELD_DOSE], combinations=["all"]),
             dose_key="dose",
         )
-        run, _ = train(
+        run, _ = fit_run(
             a,
-            dose_key="dose",
-            feature_keys=[f"f{i}" for i in range(SIZES["n_features"])],
+            keys=DataKeys(
+                dose_key="dose", feature_keys=[f"f{i}" for i in range(SIZES["n_features"])]
+            ),
             config=TrainConfig(seed=seed),
             device="cpu",
             train_mask=m,
         )
         truth = a.uns["gim_truth"]["targets"]
-        feats = component_features(run, HELD_DRUGS, a.obs, None)
+        feats = run.component_features(HELD_DRUGS, obs=a.obs)
         for held in (
             HELD_DRUGS,
-            run.meta["components"],
+            run.meta.components,
         ):  # unseen drugs, then training drugs (prior only)
             for drug in held:
                 for dose in ("10", "1000"):

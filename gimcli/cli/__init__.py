@@ -12,31 +12,8 @@ import sys
 
 import typer
 
-from gimcli import __version__
+from gimcli.cli._app import app
 from gimcli.errors import GimError
-
-app = typer.Typer(
-    name="gim",
-    help="Generative Intervention Models for single-cell perturbation screens.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _version(value: bool):
-    if value:
-        typer.echo(f"gim {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version."
-    ),
-):
-    pass
 
 
 def _register() -> None:

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from gimcli import __version__
+from gimcli._version import __version__
 from gimcli.errors import InputError
 
 _HANDLERS: list[logging.Handler] = []

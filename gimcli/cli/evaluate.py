@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gimcli.cli import app
+from gimcli.cli._app import app
 from gimcli.cli._common import emit_json, setup_logging, split_list
 
 log = logging.getLogger("gimcli.cli.evaluate")
@@ -53,10 +53,17 @@ def evaluate(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import read_h5ad
     from gimcli.errors import InputError
-    from gimcli.evaluation.heldout import METHODS, NOGRAPH_DIR, fit_nograph, train_cells, write_eval
+    from gimcli.evaluation.heldout import (
+        METHODS,
+        NOGRAPH_DIR,
+        describe,
+        fit_nograph,
+        train_cells,
+        write_eval,
+    )
     from gimcli.evaluation.heldout import evaluate as score
     from gimcli.gimrun import GimRun
-    from gimcli.training.fit import resolve_device
+    from gimcli.training.fitting import resolve_device
 
     out = out or run_dir
     chosen = tuple(split_list(methods) or METHODS)
@@ -74,9 +81,7 @@ def evaluate(
     ann_p = run_dir / _keys.ANNOTATED
     if not ann_p.exists():
         raise InputError(f"{ann_p} is missing: the baselines need the training cells")
-    feats = read_feature_csv(str(drug_features)) if drug_features else None
-    if feats is not None and "smiles" not in feats.columns:
-        raise InputError(f"{drug_features}: missing column 'smiles'")
+    feats = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
     setup_logging(quiet=quiet, log_file=out / _keys.LOG)
     test_data = read_h5ad(test)
     train = train_cells(read_h5ad(ann_p))
@@ -102,11 +107,7 @@ def evaluate(
     paths = write_eval(res, out)
     agg = res.summary["aggregate"]
     log.info(
-        "scored %d held-out contexts; mean R2: %s",
-        res.summary["n_test_contexts"],
-        ", ".join(
-            f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None
-        ),
+        "scored %d held-out contexts; mean R2: %s", res.summary["n_test_contexts"], describe(res)
     )
     if as_json:
         emit_json(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gimcli.cli import app
+from gimcli.cli._app import app
 from gimcli.cli._common import parse_floats, parse_kv, setup_logging, split_list
 
 

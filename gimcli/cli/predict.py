@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gimcli.cli import app
+from gimcli.cli._app import app
 from gimcli.cli._common import (
     check_output_file,
     emit_json,
@@ -64,7 +64,7 @@ def predict(
     from gimcli.gimrun import GimRun
     from gimcli.prediction import build_requests
     from gimcli.prediction import predict as predict_cells
-    from gimcli.training.reproducible import provenance
+    from gimcli.provenance import provenance
 
     setup_logging(quiet=quiet)
     if noise not in ("controls", "gaussian"):
@@ -84,16 +84,14 @@ def predict(
     pred = predict_cells(
         run, req, new, n_cells=n_cells, seed=seed, map_targets=map_targets, noise=noise
     )
-    pred.uns["gim"]["provenance"] = provenance(
-        seed=seed,
-        inputs={
-            "model": run_dir / _keys.MODEL_WEIGHTS,
-            "model_meta": run_dir / _keys.MODEL_META,
-            "features": features,
-        },
-    )
+    inputs = {
+        "model": run_dir / _keys.MODEL_WEIGHTS,
+        "model_meta": run_dir / _keys.MODEL_META,
+        "features": features,
+    }
+    pred.uns[_keys.UNS]["provenance"] = provenance(seed=seed, inputs=inputs).to_dict()
     write_h5ad(pred, out)
-    conds = pred.uns["gim"]["conditions"]
+    conds = pred.uns[_keys.UNS]["conditions"]
     log.info("wrote %s: %d conditions x %d cells", out, len(req), n_cells)
     if as_json:
         emit_json(

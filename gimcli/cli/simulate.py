@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gimcli.cli import app
+from gimcli.cli._app import app
 from gimcli.cli._common import check_output_file, emit_json, parse_floats, setup_logging
 
 log = logging.getLogger("gimcli.cli.simulate")
@@ -64,9 +64,7 @@ def simulate(
     check_output_file(out, overwrite=overwrite)
     smiles = None
     if smiles_csv is not None:
-        df = read_feature_csv(str(smiles_csv))
-        if "smiles" not in df.columns:
-            raise InputError(f"{smiles_csv}: missing column 'smiles'")
+        df = read_feature_csv(str(smiles_csv), smiles=True)
         smiles = dict(zip(df["name"], df["smiles"], strict=True))
     try:
         adata = sim(

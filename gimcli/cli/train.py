@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
@@ -10,9 +9,11 @@ from pathlib import Path
 
 import typer
 
-from gimcli.cli import app
+from gimcli import _keys
+from gimcli.cli._app import app
 from gimcli.cli._common import check_run_dir, emit_json, setup_logging, split_list
-from gimcli.config import TrainConfig
+from gimcli.config import DataKeys, TrainConfig
+from gimcli.errors import ConfigError, InputError
 
 log = logging.getLogger("gimcli.cli.train")
 _D = TrainConfig()
@@ -119,42 +120,12 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
 ):
     from gimcli.data.features import read_feature_csv
-    from gimcli.data.io import file_sha256, read_h5ad
-    from gimcli.errors import InputError
     from gimcli.model.precision import check_precision
-    from gimcli.report import write_report
-    from gimcli.training.checkpoint import run_checkpointer
     from gimcli.training.distributed import env_rank, env_world_size
-    from gimcli.training.fit import resolve_device
-    from gimcli.training.fit import train as fit_run
-    from gimcli.training.outputs import write_run
-    from gimcli.training.reproducible import provenance, set_deterministic
+    from gimcli.training.fitting import resolve_device
+    from gimcli.workflow import train_to_directory
 
-    if batching not in ("full", "sampled"):
-        raise InputError(f"--batching {batching!r}: expected full or sampled")
-    if objective not in ("schedule", "exact", "relaxed"):
-        raise InputError(f"--objective {objective!r}: expected schedule, exact or relaxed")
-    if steps < 1 or lr <= 0 or restarts < 1:
-        raise InputError("--steps and --restarts must be >= 1 and --lr > 0")
-    if checkpoint_every < 0:
-        raise InputError("--checkpoint-every must be >= 0 minutes")
-    distributed = env_world_size() > 1
-    if distributed and (resume or checkpoint_every):
-        raise InputError(
-            "--resume/--checkpoint-every are not supported under torchrun yet; run one process"
-        )
-    main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
-    if main_rank:
-        check_run_dir(out, overwrite=overwrite)
-    check_precision(precision, resolve_device(device))
-    feats_df = read_feature_csv(str(drug_features)) if drug_features else None
-    if feats_df is not None and "smiles" not in feats_df.columns:
-        raise InputError(f"{drug_features}: missing column 'smiles'")
-    holdout = _holdout(
-        holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
-    )
-    setup_logging(quiet=quiet or not main_rank, log_file=out / "gim.log" if main_rank else None)
-    cfg = TrainConfig(
+    cfg = config_from_options(
         n_top_genes=n_top_genes,
         steps=steps,
         lr=lr,
@@ -172,110 +143,83 @@ def train(
         precision=precision,
         batching=batching,
     )
-    t0 = time.perf_counter()
-    adata = read_h5ad(data, backed=backed)
-    t_read = time.perf_counter() - t0
-    info = {
-        "path": str(data),
-        "sha256": file_sha256(data),
-        "n_obs": adata.n_obs,
-        "n_vars": adata.n_vars,
-    }
-    mask = None
-    if holdout.any():
-        from gimcli.evaluation.splits import train_mask
-
-        mask = train_mask(
-            adata.obs,
-            holdout,
-            perturbation_key=perturbation_key,
-            control=control,
-            dose_key=dose_key,
+    if checkpoint_every < 0:
+        raise InputError("--checkpoint-every must be >= 0 minutes")
+    distributed = env_world_size() > 1
+    if distributed and (resume or checkpoint_every):
+        raise InputError(
+            "--resume/--checkpoint-every are not supported under torchrun yet; run one process"
         )
-        log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
-    set_deterministic(deterministic)
-    ckpt = (
-        contextlib.nullcontext()
-        if distributed
-        else run_checkpointer(
-            out,
-            every_min=checkpoint_every,
-            resume=resume,
-            config=cfg,
-            input_info=info,
-            device=str(resolve_device(device)),
-            options=[
-                perturbation_key,
-                control,
-                dose_key,
-                covariate_keys,
-                smiles_key,
-                drug_features and file_sha256(drug_features),
-                feature_keys,
-                counts_layer,
-                holdout.to_dict(),
-            ],
-        )
+    main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
+    if main_rank:
+        check_run_dir(out, overwrite=overwrite)
+    check_precision(precision, resolve_device(device))
+    if drug_features:  # read again by the library; here only to refuse a bad file early
+        read_feature_csv(str(drug_features), smiles=True)
+    keys = DataKeys(
+        perturbation_key=perturbation_key,
+        control=control,
+        dose_key=dose_key,
+        covariate_keys=split_list(covariate_keys),
+        smiles_key=smiles_key,
+        feature_keys=split_list(feature_keys),
+        counts_layer=counts_layer,
     )
-    with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog, ckpt:
-        run, hist = fit_run(
-            adata,
-            perturbation_key=perturbation_key,
-            control=control,
-            dose_key=dose_key,
-            covariate_keys=split_list(covariate_keys),
-            smiles_key=smiles_key,
-            drug_features=feats_df,
-            feature_keys=split_list(feature_keys),
-            counts_layer=counts_layer,
+    holdout = _holdout(
+        holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
+    )
+    setup_logging(quiet=quiet or not main_rank, log_file=out / _keys.LOG if main_rank else None)
+    with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog:
+        res = train_to_directory(
+            data,
+            out,
+            keys=keys,
             config=cfg,
+            drug_features=drug_features,
+            holdout=holdout,
             device=device,
-            input_info=info,
+            backed=backed,
+            deterministic=deterministic,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
             progress=prog.update,
-            checkpoint=None if distributed else ckpt,
-            train_mask=mask,
         )
-        if main_rank:  # still under the signal handlers: a late SIGUSR1/SIGTERM no longer interrupts the writes
-            run.meta["provenance"] = provenance(seed=seed, inputs={"drug_features": drug_features})
-            t_write = time.perf_counter()
-            paths = write_run(run, hist, out, adata=adata, train_mask=mask)
-            if mask is not None:
-                paths.update(
-                    _score_holdout(run, adata, mask, out, holdout, device=device, seed=seed)
-                )
-            if (report := write_report(out)) is not None:
-                paths["report"] = str(report)
-            t_write = time.perf_counter() - t_write
-    if not distributed:
-        ckpt.finished()
-    if not main_rank:
-        return
-    diag = run.meta["diagnostics"]
+    if main_rank:
+        _report(res, out, as_json=as_json)
+
+
+def config_from_options(**options) -> TrainConfig:
+    """TrainConfig from the command's options; a refused value is named by its flag."""
+    try:
+        return TrainConfig(**options)
+    except ConfigError as e:
+        raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
+
+
+def _report(res, out: Path, *, as_json: bool) -> None:
+    """The closing log line and the --json summary."""
+    run, hist, t = res.run, res.history, res.timings
+    diag = run.meta.diagnostics
     summary = {
         "status": "ok",
         "out": str(out),
-        "files": paths,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "n_cells": run.meta["training"]["n_cells"],
+        "files": res.paths,
+        "seconds": round(t["total"], 2),
+        "n_cells": run.meta.training.n_cells,
         "n_genes": len(run.genes),
-        "n_contexts": len(run.meta["contexts"]),
+        "n_contexts": len(run.meta.contexts),
         "best_step": hist.best_step,
         "best_val_nll": hist.best_val,
-        "device": run.meta["training"]["device"],
-        "diagnostics": diag,
-        "timings": {
-            "read": round(t_read, 3),
-            "prepare": round(run.meta["training"]["prepare_seconds"], 3),
-            "train": round(hist.seconds, 3),
-            "write": round(t_write, 3),
-        },
+        "device": run.meta.training.device,
+        "diagnostics": diag.to_dict(),
+        "timings": {k: round(t[k], 3) for k in ("read", "prepare", "train", "write")},
     }
     log.info(
         "wrote %s in %.1f s (best step %d, B spectral radius %.2f)",
         out,
         summary["seconds"],
         hist.best_step,
-        diag["B_spectral_radius"],
+        diag.B_spectral_radius,
     )
     if as_json:
         emit_json(summary)
@@ -293,26 +237,6 @@ def _holdout(conditions, doses, combinations, covariate, split_key):
         covariate=next(iter(cov.items()), None),
         split_key=split_key,
     )
-
-
-def _score_holdout(
-    run, adata, mask, out: Path, holdout, *, device: str, seed: int
-) -> dict[str, str]:
-    """GIM and baselines on the held-out cells -> RUN/eval_metrics.csv/.json; B = 0 refit -> RUN/nograph/."""
-    from gimcli.evaluation.heldout import NOGRAPH_DIR, evaluate_split, write_eval
-
-    res, nograph = evaluate_split(
-        run, adata, mask, split=holdout.to_dict(), device=device, seed=seed
-    )
-    nograph.save(out / NOGRAPH_DIR)
-    agg = res.summary["aggregate"]
-    log.info(
-        "held-out mean R2: %s",
-        ", ".join(
-            f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None
-        ),
-    )
-    return write_eval(res, out)
 
 
 class _Progress:

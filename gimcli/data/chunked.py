@@ -4,12 +4,11 @@ Two passes over the cells. Normalisation and log1p act on each cell alone, so sc
 `normalize_total`/`log1p` are applied per chunk and give the same values as on the whole matrix.
 Gene selection (scanpy's `seurat` flavor) needs only each gene's mean and variance of expm1 of
 the log data, which are accumulated over chunks; the per-gene rule is reproduced below and checked
-against scanpy by tests/data/test_chunked.py. Peak memory: the output CSR plus one chunk.
+against scanpy by tests/data/test_preprocess.py. Peak memory: the output CSR plus one chunk.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import anndata as ad
@@ -17,9 +16,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gimcli.data.checks import (
+    DETECT_SAMPLE,
+    check_counts_layer,
+    check_scale,
+    check_values,
+    looks_like_counts,
+)
 from gimcli.errors import InputError
-
-log = logging.getLogger(__name__)
 
 # Stored values per chunk: ~20M (about 160 MB as float32 CSR with indices), whatever the width.
 _CHUNK_NNZ = 20_000_000
@@ -85,10 +89,12 @@ def preprocess_chunked(
     hvg_flavor: str,
     target_sum: float,
     force_genes: list[str] | None,
-    detect_sample: int,
-):
-    """Chunked twin of `preprocess.preprocess` (same outputs); X is the source matrix."""
-    from gimcli.data.preprocess import PreprocessInfo, check_scale, check_values, looks_like_counts
+) -> tuple[sp.csr_matrix, bool, np.ndarray | None]:
+    """Chunked twin of `preprocess.preprocess` (same values); X is the source matrix.
+
+    Returns the float32 CSR over the kept genes, whether X held counts, and the kept-gene mask
+    (None when every gene is kept: no selection was made).
+    """
 
     def check(lo, block):  # the in-memory path's value checks, chunk by chunk, naming cell and gene
         where = f"{source} (cells {lo}-{lo + block.shape[0] - 1})"
@@ -104,12 +110,13 @@ def preprocess_chunked(
             f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use seurat"
         )
     n_obs, n_genes = X.shape
-    first = next(row_chunks(X, chunk_nnz=max(detect_sample, 1)))[1]
+    first = next(row_chunks(X, chunk_nnz=DETECT_SAMPLE))[1]
     is_counts = looks_like_counts(first)
-    if counts_layer is not None and not is_counts:
-        raise InputError(f"{source}: --counts-layer given but its values are not integer counts")
-    keep = np.ones(n_genes, bool)
-    flavor = None
+    if counts_layer is not None:
+        check_counts_layer(
+            first, is_counts, where=source, obs_names=adata.obs_names, var_names=adata.var_names
+        )
+    keep = None
     if n_genes > n_top_genes:
         s1 = np.zeros(n_genes)
         s2 = np.zeros(n_genes)
@@ -122,34 +129,23 @@ def preprocess_chunked(
             s2 += np.asarray(e.multiply(e).sum(0, dtype=np.float64)).ravel()
         mean = s1 / n_obs
         var = np.maximum(s2 / n_obs - mean**2, 0) * (n_obs / max(n_obs - 1, 1))
-        keep = seurat_hvg(mean, var, n_top_genes)
-        forced = [g for g in (force_genes or []) if g in adata.var_names]
-        if forced:
-            keep[adata.var_names.get_indexer(forced)] = True
-        flavor = hvg_flavor
-    cols = np.flatnonzero(keep)
+        keep = with_forced_genes(seurat_hvg(mean, var, n_top_genes), adata.var_names, force_genes)
+    cols = np.arange(n_genes) if keep is None else np.flatnonzero(keep)
     parts = []
     for lo, block in row_chunks(X):
-        if flavor is None:
+        if keep is None:
             check(lo, block)
         parts.append(_normalise(block, is_counts=is_counts, target_sum=target_sum)[:, cols].tocsr())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Xout = sp.vstack(parts, format="csr").astype(np.float32, copy=False)
-    info = PreprocessInfo(
-        source=source,
-        is_counts=is_counts,
-        target_sum=target_sum if is_counts else None,
-        log1p=is_counts,
-        hvg_flavor=flavor,
-        n_top_genes=n_top_genes,
-        genes=adata.var_names[cols].tolist(),
-    )
-    log.info(
-        "preprocessed %s in chunks: %s, %d of %d genes kept",
-        source,
-        "counts -> normalize_total+log1p" if is_counts else "log-normalised as given",
-        len(cols),
-        n_genes,
-    )
-    return Xout, info
+    return Xout, is_counts, keep
+
+
+def with_forced_genes(keep: np.ndarray, var_names, force_genes: list[str] | None) -> np.ndarray:
+    """The gene mask `keep` plus every gene of `force_genes` that the data have."""
+    keep = keep.copy()
+    forced = [g for g in (force_genes or []) if g in var_names]
+    if forced:
+        keep[var_names.get_indexer(forced)] = True
+    return keep

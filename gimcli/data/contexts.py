@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gimcli.config import DataKeys
 from gimcli.data.features import COMBO_SEP, split_components
 from gimcli.errors import InputError
 
@@ -45,6 +46,11 @@ def parse_dose(value, n_components: int, *, column: str) -> list[float]:
     return nums
 
 
+def canonical_dose(value, n_components: int, *, column: str) -> str:
+    """The canonical string of a dose cell: one number per component ('100+100' for a pair)."""
+    return COMBO_SEP.join(format_dose(x) for x in parse_dose(value, n_components, column=column))
+
+
 def canonical_doses(
     pert: np.ndarray,
     raw: np.ndarray | None,
@@ -63,8 +69,7 @@ def canonical_doses(
             canon[(p, d)] = ""
             continue
         try:
-            parts = parse_dose(d, len(split_components(p)), column=dose_key or "dose")
-            canon[(p, d)] = COMBO_SEP.join(format_dose(x) for x in parts)
+            canon[(p, d)] = canonical_dose(d, len(split_components(p)), column=dose_key or "dose")
         except InputError:
             if strict:
                 raise
@@ -228,3 +233,58 @@ def build_contexts(
         comp_names=comp_names,
         cell_context=cell_context,
     )
+
+
+# -- contexts of cells given the keys a run was trained with -------------------------------------
+def context_label(row: pd.Series | dict, cov_keys: list[str] | tuple[str, ...]) -> str:
+    """'condition|dose=...|key=value': the name of a context in every output table."""
+    parts = [str(row["condition"])]
+    if row.get("dose", "") not in ("", None):
+        parts.append(f"dose={row['dose']}")
+    parts += [f"{k}={row[k]}" for k in cov_keys]
+    return "|".join(parts)
+
+
+def context_labels(contexts: pd.DataFrame, cov_keys: list[str] | tuple[str, ...]) -> list[str]:
+    """context_label of every row of a context table (doses as strings)."""
+    return [context_label(r, cov_keys) for _, r in contexts.astype({"dose": str}).iterrows()]
+
+
+def cell_keys(obs: pd.DataFrame, keys: DataKeys, *, strict: bool = True) -> pd.DataFrame:
+    """Per cell: condition, canonical dose and covariates as strings, keyed like the contexts.
+
+    With strict=False an unparseable dose gives None (such a cell matches no context)."""
+    pert = obs[keys.perturbation_key].astype(str).str.strip().to_numpy()
+    raw = obs[keys.dose_key].astype(str).to_numpy() if keys.dose_key else None
+    dose = canonical_doses(pert, raw, control=keys.control, dose_key=keys.dose_key, strict=strict)
+    cells = pd.DataFrame({"condition": pert, "dose": dose})
+    for k in keys.covariate_keys:
+        if k not in obs.columns:
+            raise InputError(f"covariate column {k!r} used in training is not in obs")
+        cells[k] = obs[k].astype(str).to_numpy()
+    return cells
+
+
+def cell_context_labels(obs: pd.DataFrame, keys: DataKeys, contexts: pd.DataFrame) -> np.ndarray:
+    """The label (context_label) of each cell's context in `contexts` ('' if none), by a table
+    join, not a cell loop. A dose the contexts never saw (or an unparseable one) gets no label."""
+    cols = ["condition", "dose", *keys.covariate_keys]
+    labels = context_labels(contexts, keys.covariate_keys)
+    table = contexts.astype({"dose": str})[cols].astype(str).assign(_label=labels)
+    merged = cell_keys(obs, keys, strict=False).merge(table, on=cols, how="left")
+    return merged["_label"].fillna("").to_numpy(dtype=object)
+
+
+def perturbed_contexts(obs: pd.DataFrame, keys: DataKeys) -> tuple[pd.DataFrame, np.ndarray]:
+    """Perturbed contexts of `obs` keyed like training (condition, canonical dose, covariates)
+    with their cell counts, and the context index of each cell (-1 for control cells)."""
+    cells = cell_keys(obs, keys)
+    is_pert = (cells["condition"] != keys.control).to_numpy()
+    cols = ["condition", "dose", *keys.covariate_keys]
+    codes, uniq = pd.factorize(pd.MultiIndex.from_frame(cells[is_pert][cols]))
+    table = uniq.to_frame(index=False)
+    table.columns = cols
+    table["n_cells"] = np.bincount(codes, minlength=len(table))
+    cell = -np.ones(len(obs), np.int64)
+    cell[is_pert] = codes
+    return table, cell

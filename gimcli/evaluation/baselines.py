@@ -19,6 +19,7 @@ distribution metrics are the training control cells of the context's covariate g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,3 +208,46 @@ class RidgeBaseline:
         g: tuple,
     ) -> np.ndarray:
         return ref.control(g) + self.model.predict(self._design([comps], [doses], cov_row))[0]
+
+
+@dataclass
+class Query:
+    """One held-out context as a baseline sees it."""
+
+    components: list[str]
+    doses: list[float]  # one per component
+    group: tuple[str, ...]  # covariate values
+    covariates: pd.DataFrame  # its one row of covariates (the ridge's design)
+
+
+def mean_baselines(
+    ref: TrainReference,
+    features: dict[str, np.ndarray],
+    *,
+    methods: tuple[str, ...] | list[str],
+    similarity,
+    dose_scale: float,
+    cov_categories: dict[str, list[str]],
+) -> dict[str, Callable[[Query], np.ndarray]]:
+    """A predictor of the mean for each baseline of MEAN_BASELINES in `methods`, in that order.
+
+    `features`: every training and held-out component; `similarity(a, b)` as
+    FeatureSpec.similarity. The ridge is fitted here, once (NaN without perturbed training
+    contexts to fit it on)."""
+
+    def ridge() -> Callable[[Query], np.ndarray]:
+        if not len(ref.contexts):
+            return lambda q: np.full(ref.X.shape[1], np.nan)
+        model = RidgeBaseline(ref, features, dose_scale=dose_scale, cov_categories=cov_categories)
+        return lambda q: model.predict(ref, q.components, q.doses, q.covariates, q.group)
+
+    makers: dict[str, Callable[[], Callable[[Query], np.ndarray]]] = {
+        "control": lambda: lambda q: predict_control(ref, q.group),
+        "perturbed_mean": lambda: lambda q: predict_perturbed_mean(ref, q.group),
+        "additive": lambda: lambda q: predict_additive(ref, q.components, q.doses, q.group),
+        "ridge": ridge,
+        "nearest": lambda: (
+            lambda q: predict_nearest(ref, q.components, q.doses, q.group, features, similarity)
+        ),
+    }
+    return {name: makers[name]() for name in MEAN_BASELINES if name in methods}

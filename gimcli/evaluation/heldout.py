@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anndata as ad
@@ -19,21 +19,31 @@ import scipy.sparse as sp
 
 from gimcli import _keys
 from gimcli.config import TrainConfig
-from gimcli.data.contexts import build_contexts, canonical_doses, dose_parts
+from gimcli.data.contexts import (
+    build_contexts,
+    cell_context_labels,
+    context_label,
+    dose_parts,
+    perturbed_contexts,
+)
 from gimcli.data.features import split_components
 from gimcli.data.io import atomic_path, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
 from gimcli.evaluation import baselines as bl
 from gimcli.evaluation import metrics as M
-from gimcli.gimrun import GimRun, context_label
+from gimcli.gimrun import GimRun
+from gimcli.prediction import predict
+from gimcli.provenance import finite_json, json_default
+from gimcli.training.fitting import fit_run
 
 log = logging.getLogger(__name__)
 
 METHODS = ("gim", "gim_nograph", *bl.MEAN_BASELINES)
-BASELINES = tuple(m for m in METHODS if m != "gim")
 # Contexts per predict() call: bounds memory of the sampled cells (contexts x cells x genes).
 _PRED_CHUNK = 32
+# Training cells the PCA space of the distribution metrics is fitted on (a fixed-seed subsample).
+_PCA_CELLS = 20_000
 
 
 def log_expression(adata: ad.AnnData, run: GimRun) -> sp.csr_matrix:
@@ -42,119 +52,36 @@ def log_expression(adata: ad.AnnData, run: GimRun) -> sp.csr_matrix:
     X, _ = transform_new(
         adata,
         run.preprocess_info,
-        counts_layer=run.meta["keys"].get("counts_layer"),
+        counts_layer=run.meta.keys.counts_layer,
         where="evaluation data",
         max_missing=0.0,
     )
     return X
 
 
-def context_cells(obs: pd.DataFrame, run: GimRun) -> tuple[pd.DataFrame, np.ndarray]:
-    """Perturbed contexts of `obs` keyed like training (condition, canonical dose, covariates), and
-    the context index of each cell (-1 for control cells)."""
-    keys, cov_keys = run.meta["keys"], run.cov_keys
-    pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
-    raw = (
-        obs[keys["dose_key"]].astype(str).to_numpy()
-        if keys["dose_key"]
-        else np.full(len(obs), "1", object)
-    )
-    dose = canonical_doses(pert, raw, control=keys["control"], dose_key=keys["dose_key"])
-    df = pd.DataFrame({"condition": pert, "dose": dose})
-    for k in cov_keys:
-        if k not in obs.columns:
-            raise InputError(f"covariate column {k!r} used in training is not in obs")
-        df[k] = obs[k].astype(str).to_numpy()
-    is_pert = pert != keys["control"]
-    cols = ["condition", "dose", *cov_keys]
-    codes, uniq = pd.factorize(pd.MultiIndex.from_frame(df[is_pert][cols]))
-    table = uniq.to_frame(index=False)
-    table.columns = cols
-    table["n_cells"] = np.bincount(codes, minlength=len(table))
-    cell = -np.ones(len(obs), np.int64)
-    cell[is_pert] = codes
-    return table, cell
-
-
-def component_features(
-    run: GimRun, names: list[str], obs: pd.DataFrame, drug_features: pd.DataFrame | None = None
-) -> dict[str, np.ndarray]:
-    """Feature rows of training components (as trained) and of new ones (from the data's SMILES
-    or feature columns, or a name,smiles table), featurised with the training spec."""
-    spec, train_names = run.spec, run.meta["components"]
-    out = {n: run.comp_feats[i] for i, n in enumerate(train_names) if n in names}
-    new = [n for n in names if n not in out]
-    if not new:
-        return out
-    keys = run.meta["keys"]
-    pert = obs[keys["perturbation_key"]].astype(str).str.strip()
-    if spec.kind == "smiles":
-        if drug_features is not None:
-            table = dict(zip(drug_features["name"], drug_features["smiles"], strict=True))
-        elif keys.get("smiles_key") and keys["smiles_key"] in obs.columns:
-            rows = obs.loc[pert.isin(new), keys["smiles_key"]]
-            table = dict(zip(pert[rows.index], rows.astype(str), strict=True))
-        else:
-            table = {}
-        lacking = [n for n in new if n not in table]
-        if lacking:
-            raise InputError(f"no SMILES for held-out perturbation(s) {lacking[:10]}")
-        out.update(spec.featurize_smiles({n: table[n] for n in new}))
-    elif spec.kind == "numeric":
-        lacking_cols = [c for c in spec.columns if c not in obs.columns]
-        if lacking_cols:
-            raise InputError(f"feature column(s) {lacking_cols} used in training are not in obs")
-        vals = (
-            obs.loc[pert.isin(new), spec.columns]
-            .assign(_c=pert)
-            .groupby("_c", observed=True)
-            .mean()
-        )
-        lacking = [n for n in new if n not in vals.index or vals.loc[n].isna().any()]
-        if lacking:
-            raise InputError(f"no feature values for held-out perturbation(s) {lacking[:10]}")
-        out.update(spec.featurize_numeric({n: vals.loc[n].to_numpy(np.float32) for n in new}))
-    else:
-        raise ModelError(
-            f"identity features cannot describe perturbations not seen in training: {new[:10]}"
-        )
-    return out
-
-
 def fit_nograph(
     run: GimRun, train_data: ad.AnnData, *, device: str = "auto", config: TrainConfig | None = None
 ) -> GimRun:
-    """The same GIM refit on the same training cells with B = 0 (the no-causal-model ablation)."""
-    from gimcli.training.fit import train
+    """The same GIM refit on the same training cells with B = 0 (the no-causal-model ablation).
 
-    keys, spec = run.meta["keys"], run.spec
+    Drugs are described by the run's own SMILES table, so the refit needs no SMILES column."""
+    keys, spec = run.meta.keys, run.spec
     cfg = (config or run.config).replace(fix_graph=True)
-    drug = (
-        pd.DataFrame({"name": list(spec.smiles), "smiles": list(spec.smiles.values())})
-        if spec.kind == "smiles"
-        else None
+    drug = None
+    if spec.kind == "smiles":
+        drug = pd.DataFrame({"name": list(spec.smiles), "smiles": list(spec.smiles.values())})
+    keys = replace(
+        keys, smiles_key=None, feature_keys=keys.feature_keys if spec.kind == "numeric" else ()
     )
-    nograph, _ = train(
-        train_data,
-        perturbation_key=keys["perturbation_key"],
-        control=keys["control"],
-        dose_key=keys["dose_key"],
-        covariate_keys=keys["covariate_keys"] or None,
-        drug_features=drug,
-        feature_keys=keys["feature_keys"] or None if spec.kind == "numeric" else None,
-        counts_layer=keys["counts_layer"],
-        config=cfg,
-        device=device,
-    )
+    nograph, _ = fit_run(train_data, keys=keys, drug_features=drug, config=cfg, device=device)
     return nograph
 
 
 def _gim_predictions(
     run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int
 ):
-    from gimcli.prediction import predict
-
-    new = {n: f for n, f in feats.items() if n not in run.meta["components"]}
+    """Per held-out context: the GIM's mean, its sampled cells and its target probabilities."""
+    new = {n: f for n, f in feats.items() if n not in run.meta.components}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
     means, cells, pis = [], [], []
     for s in range(0, len(req), _PRED_CHUNK):
@@ -176,6 +103,35 @@ def _gim_predictions(
 class EvalResult:
     table: pd.DataFrame  # tidy: one row per (context, method) and one aggregate row per method
     summary: dict  # JSON-able: aggregate, best baseline, definitions, targets, params
+
+
+@dataclass
+class _Heldout:
+    """The held-out contexts of the test cells, as every method sees them."""
+
+    table: pd.DataFrame  # condition, dose, <covariates>, n_cells
+    cell_ctx: np.ndarray  # context of each test cell, -1 for controls
+    queries: list[bl.Query]
+
+    @classmethod
+    def of(cls, run: GimRun, test: ad.AnnData) -> _Heldout:
+        keys = run.meta.keys
+        table, cell_ctx = perturbed_contexts(test.obs, keys)
+        if not len(table):
+            raise InputError(
+                "no perturbed cells in the test data "
+                f"(every obs[{keys.perturbation_key!r}] is the control)"
+            )
+        queries = [
+            bl.Query(
+                components=split_components(table["condition"].iloc[k]),
+                doses=dose_parts(table["dose"].iloc[k]),
+                group=tuple(str(table[c].iloc[k]) for c in run.cov_keys),
+                covariates=table.iloc[[k]],
+            )
+            for k in range(len(table))
+        ]
+        return cls(table=table, cell_ctx=cell_ctx, queries=queries)
 
 
 def evaluate(
@@ -200,112 +156,93 @@ def evaluate(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise InputError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
-    keys, cov_keys = run.meta["keys"], run.cov_keys
-    table, cell_ctx = context_cells(test.obs, run)
-    if not len(table):
-        raise InputError(
-            f"no perturbed cells in the test data (every obs[{keys['perturbation_key']!r}] is the control)"
-        )
-    Xte = log_expression(test, run)
-    Xtr = log_expression(train, run)
+    held = _Heldout.of(run, test)
+    Xte, Xtr = log_expression(test, run), log_expression(train, run)
+    keys = run.meta.keys
     tr = build_contexts(
         train.obs,
-        perturbation_key=keys["perturbation_key"],
-        control=keys["control"],
-        dose_key=keys["dose_key"],
-        covariate_keys=cov_keys or None,
+        perturbation_key=keys.perturbation_key,
+        control=keys.control,
+        dose_key=keys.dose_key,
+        covariate_keys=run.cov_keys or None,
         min_cells=1,
     )
-    ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, cov_keys)
-    sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], 20_000), replace=False)
+    ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, run.cov_keys)
+    sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], _PCA_CELLS), False)
     space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
-
-    comps = [split_components(c) for c in table["condition"]]
-    doses = [dose_parts(d) for d in table["dose"]]
-    all_names = sorted(
-        {n for cl in comps for n in cl} | {n for cl in ref.contexts["components"] for n in cl}
+    names = {n for q in held.queries for n in q.components}
+    names |= {n for cl in ref.contexts["components"] for n in cl}
+    feats = run.component_features(
+        sorted(names), obs=pd.concat([train.obs, test.obs]), table=drug_features
     )
-    feats = component_features(run, all_names, pd.concat([train.obs, test.obs]), drug_features)
-
     preds: dict[str, tuple[np.ndarray, list | None]] = {}
     pis: dict[str, np.ndarray] = {}
-    if "gim" in methods:
-        m, c, pis["gim"] = _gim_predictions(run, table, feats, n_cells=n_cells, seed=seed)
-        preds["gim"] = (m, c)
-    if "gim_nograph" in methods:
-        if nograph is None:
-            log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
-            nograph = fit_nograph(run, train)
-        m, c, pis["gim_nograph"] = _gim_predictions(
-            nograph, table, feats, n_cells=n_cells, seed=seed
-        )
-        preds["gim_nograph"] = (m, c)
-    groups = [tuple(str(r[k]) for k in cov_keys) for _, r in table.iterrows()]
-    ridge = None
-    if "ridge" in methods and len(ref.contexts):
-        ridge = bl.RidgeBaseline(
-            ref,
-            feats,
-            dose_scale=run.meta["dose_scale"],
-            cov_categories=run.meta["covariates"]["categories"],
-        )
-    for name in bl.MEAN_BASELINES:
+    for name in ("gim", "gim_nograph"):
         if name not in methods:
             continue
-        P = []
-        for k, g in enumerate(groups):
-            if name == "control":
-                P.append(bl.predict_control(ref, g))
-            elif name == "perturbed_mean":
-                P.append(bl.predict_perturbed_mean(ref, g))
-            elif name == "additive":
-                P.append(bl.predict_additive(ref, comps[k], doses[k], g))
-            elif name == "nearest":
-                P.append(bl.predict_nearest(ref, comps[k], doses[k], g, feats, run.spec.similarity))
-            else:
-                P.append(
-                    ridge.predict(ref, comps[k], doses[k], table.iloc[[k]], g)
-                    if ridge
-                    else np.full(len(run.genes), np.nan)
-                )
-        preds[name] = (np.stack(P), None)
+        if name == "gim_nograph" and nograph is None:
+            log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
+            nograph = fit_nograph(run, train)
+        model = run if name == "gim" else nograph
+        m, c, pis[name] = _gim_predictions(model, held.table, feats, n_cells=n_cells, seed=seed)
+        preds[name] = (m, c)
+    baselines = bl.mean_baselines(
+        ref,
+        feats,
+        methods=methods,
+        similarity=run.spec.similarity,
+        dose_scale=run.meta.dose_scale,
+        cov_categories=run.meta.covariates.categories,
+    )
+    for name, predict_mean in baselines.items():
+        preds[name] = (np.stack([predict_mean(q) for q in held.queries]), None)
+    per = _score_contexts(run, held, Xte, ref, preds, space, n_cells=n_cells, seed=seed)
+    out, agg, n_ok = _with_aggregates(per, run.cov_keys)
+    summary = _summary(agg, n_ok, per, held.table, split, n_cells, seed, space)
+    if truth is not None:
+        summary["targets"] = _target_scores(
+            run, nograph, truth, held.table, pis, train, ref, Xtr, tr
+        )
+    return EvalResult(table=out, summary=summary)
 
+
+def _score_contexts(run, held, Xte, ref, preds, space, *, n_cells, seed) -> pd.DataFrame:
+    """One row of metrics per held-out context and method. A mean baseline's cells are the
+    training controls of the context's group shifted by the predicted change."""
     rows = []
-    ctrl_by_group: dict[
-        tuple, np.ndarray
-    ] = {}  # the same control cells serve every context of a group
-    for k in range(len(table)):
-        rows_k = np.flatnonzero(cell_ctx == k)
+    ctrl_by_group: dict[tuple, np.ndarray] = {}  # the same control cells serve a whole group
+    for k, q in enumerate(held.queries):
+        rows_k = np.flatnonzero(held.cell_ctx == k)
         X_true = Xte[rows_k].toarray().astype(float)
-        y, c = X_true.mean(0), ref.control(groups[k])
+        y, c = X_true.mean(0), ref.control(q.group)
+        row = held.table.iloc[k]
         base = {
             "scope": "context",
-            "context": context_label(table.iloc[k], cov_keys),
-            **{col: table.iloc[k][col] for col in ["condition", "dose", *cov_keys]},
+            "context": context_label(row, run.cov_keys),
+            **{col: row[col] for col in ["condition", "dose", *run.cov_keys]},
             "n_cells": len(rows_k),
-            "combination": len(comps[k]) > 1,
+            "combination": len(q.components) > 1,
         }
         for name, (P, cells) in preds.items():
             p = P[k]
             if not np.isfinite(p).all():
                 rows.append({**base, "method": name, **{m_: np.nan for m_ in M.METRICS}})
                 continue
-            if cells is None:  # mean baselines: training controls shifted by the predicted change
-                if groups[k] not in ctrl_by_group:
-                    ctrl_by_group[groups[k]] = ref.control_cells(
-                        groups[k], max_cells=n_cells, seed=seed
+            if cells is None:
+                if q.group not in ctrl_by_group:
+                    ctrl_by_group[q.group] = ref.control_cells(
+                        q.group, max_cells=n_cells, seed=seed
                     )
-                pc = ctrl_by_group[groups[k]] + (p - c)
+                pc = ctrl_by_group[q.group] + (p - c)
             else:
                 pc = cells[k]
-            rows.append(
-                {
-                    **base,
-                    "method": name,
-                    **M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k),
-                }
-            )
-    per = pd.DataFrame(rows)
+            metrics = M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k)
+            rows.append({**base, "method": name, **metrics})
+    return pd.DataFrame(rows)
+
+
+def _with_aggregates(per: pd.DataFrame, cov_keys: list[str]):
+    """The per-context rows plus one aggregate row per method (means over its scored contexts)."""
     agg = per.groupby("method", sort=False)[list(M.METRICS)].mean()
     n_ok = per.groupby("method", sort=False)["r2_mean"].count()
     agg_rows = [
@@ -323,11 +260,7 @@ def evaluate(
         }
         for m_ in agg.index
     ]
-    out = pd.concat([per, pd.DataFrame(agg_rows)], ignore_index=True)
-    summary = _summary(agg, n_ok, per, table, split, n_cells, seed, space)
-    if truth is not None:
-        summary["targets"] = _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr)
-    return EvalResult(table=out, summary=summary)
+    return pd.concat([per, pd.DataFrame(agg_rows)], ignore_index=True), agg, n_ok
 
 
 def _best_baselines(agg: pd.DataFrame) -> dict:
@@ -449,6 +382,14 @@ def _target_scores(run, nograph, truth, table, pis, train, ref, Xtr, tr) -> dict
     return out
 
 
+def describe(result: EvalResult) -> str:
+    """'gim=0.912, control=0.850, ...': each method's mean R² over the held-out contexts."""
+    agg = result.summary["aggregate"]
+    return ", ".join(
+        f"{m}={v['r2_mean']:.3f}" for m, v in agg.items() if v.get("r2_mean") is not None
+    )
+
+
 def write_eval(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
     """RUN/eval_metrics.csv (the tidy table) and RUN/eval_metrics.json (the summary), atomically."""
     out_dir = Path(out_dir)
@@ -456,28 +397,8 @@ def write_eval(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
     csv, js = out_dir / _keys.EVAL_CSV, out_dir / _keys.EVAL_JSON
     with atomic_path(csv) as tmp:
         result.table.to_csv(tmp, index=False)
-    write_text(json.dumps(_finite(result.summary), indent=1, default=_json_default), js)
+    write_text(json.dumps(finite_json(result.summary), indent=1, default=json_default), js)
     return {"eval_csv": str(csv), "eval_json": str(js)}
-
-
-def _finite(o):
-    """NaN/inf -> null, so that the file is strict JSON."""
-    if isinstance(o, dict):
-        return {str(k): _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        v = o.item()
-        return None if isinstance(v, float) and not np.isfinite(v) else v
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # Run-directory subfolder holding the B = 0 refit made for a split (reused by `gim evaluate`).
@@ -504,15 +425,10 @@ def evaluate_split(
 ) -> tuple[EvalResult, GimRun]:
     """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
     method on the held-out cells `adata[~mask]`."""
-    from gimcli.training.outputs import cell_context_labels
-
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]
     # only cells of contexts the model kept (too-small contexts are dropped from training)
-    labels = [
-        context_label(r, run.cov_keys) for _, r in run.contexts.astype({"dose": str}).iterrows()
-    ]
-    train = train[cell_context_labels(train.obs, run, labels) != ""]
+    train = train[cell_context_labels(train.obs, run.meta.keys, run.contexts) != ""]
     nograph = fit_nograph(run, train, device=device)
     truth = adata.uns.get(_keys.UNS_TRUTH)
     res = evaluate(

@@ -7,6 +7,7 @@ With A = I - B and r = A x - b:  log p(x | u) = log|det A| + sum_j log N(r_j; u_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -60,15 +61,46 @@ class LinearSEM(nn.Module):
         return self.mean(u + eps * self.log_sd().exp())
 
     @torch.no_grad()
-    def diagnostics(self) -> dict[str, float]:
+    def diagnostics(self) -> Diagnostics:
         """Conditioning of A and feedback strength of B (reported; rho >= 1 means B is no
         longer a stable feedback system, though A stays invertible)."""
         A = self.A().double()
         sv = torch.linalg.svdvals(A)
         rho = torch.linalg.eigvals(self.weights().double()).abs().max()
+        return Diagnostics(
+            A_min_singular=float(sv.min()),
+            A_condition=float(sv.max() / sv.min().clamp_min(1e-30)),
+            B_spectral_radius=float(rho),
+            B_nnz=int((self.weights().abs() > DIAGNOSTIC_EDGE).sum()),
+        )
+
+
+# |B| above which an edge is counted in the diagnostics (standardised units).
+DIAGNOSTIC_EDGE = 0.05
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The causal model's health after training (model.json "diagnostics", the report)."""
+
+    A_min_singular: float  # smallest singular value of A = I - B
+    A_condition: float
+    B_spectral_radius: float
+    B_nnz: int  # edges with |B| > DIAGNOSTIC_EDGE; JSON key "B_nnz_0.05"
+
+    def to_dict(self) -> dict[str, float]:
         return {
-            "A_min_singular": float(sv.min()),
-            "A_condition": float(sv.max() / sv.min().clamp_min(1e-30)),
-            "B_spectral_radius": float(rho),
-            "B_nnz_0.05": int((self.weights().abs() > 0.05).sum()),
+            "A_min_singular": self.A_min_singular,
+            "A_condition": self.A_condition,
+            "B_spectral_radius": self.B_spectral_radius,
+            "B_nnz_0.05": self.B_nnz,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> Diagnostics:
+        return cls(
+            A_min_singular=d["A_min_singular"],
+            A_condition=d["A_condition"],
+            B_spectral_radius=d["B_spectral_radius"],
+            B_nnz=d["B_nnz_0.05"],
+        )

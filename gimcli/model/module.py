@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from gimcli.config import TrainConfig
 from gimcli.model.causal import LinearSEM
 from gimcli.model.interventions import InterventionNet
 from gimcli.model.objective import Marginal, exact_marginal, relaxed_loglik, sufficient_stats
@@ -24,13 +26,41 @@ class ContextBatch:
     comp_gene: torch.Tensor  # (K, C)
     comp_mask: torch.Tensor  # (K, C) bool
 
-    def to(self, device) -> ContextBatch:
-        return ContextBatch(
-            *(
-                t.to(device)
-                for t in (self.feats, self.dose_t, self.cov, self.comp_gene, self.comp_mask)
-            )
+    @classmethod
+    def gather(
+        cls,
+        comp_feats: np.ndarray,
+        components: np.ndarray,
+        dose_t: np.ndarray,
+        cov: np.ndarray,
+        comp_gene_of: np.ndarray,
+    ) -> ContextBatch:
+        """Per-context inputs from per-component rows (numpy in, tensors out).
+
+        `components` (K, C) indexes `comp_feats` and `comp_gene_of` (-1: no component);
+        `dose_t` (K, C) is the transformed dose; `cov` (K, n_cov) the covariate one-hot.
+        """
+        mask = components >= 0
+        idx = np.where(mask, components, 0)
+        feats = comp_feats[idx] * mask[..., None]
+        cg = np.where(mask, comp_gene_of[idx], -1)
+        return cls(
+            feats=torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
+            dose_t=torch.from_numpy(np.where(mask, dose_t, 0).astype(np.float32)),
+            cov=torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float32)),
+            comp_gene=torch.from_numpy(cg.astype(np.int64)),
+            comp_mask=torch.from_numpy(mask),
         )
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.feats, self.dose_t, self.cov, self.comp_gene, self.comp_mask)
+
+    def to(self, device) -> ContextBatch:
+        return ContextBatch(*(t.to(device) for t in self._tensors()))
+
+    def select(self, idx: torch.Tensor) -> ContextBatch:
+        """The contexts `idx` (a tensor of indices on this batch's device)."""
+        return ContextBatch(*(t[idx] for t in self._tensors()))
 
 
 @dataclass
@@ -83,6 +113,22 @@ class GIMModule(nn.Module):
             spike_sd=spike_sd,
         )
 
+    @classmethod
+    def from_config(cls, config: TrainConfig, *, d: int, n_features: int, n_cov: int) -> GIMModule:
+        """The module a TrainConfig describes, over `d` genes (the one way to build it: training
+        and loading a run must agree)."""
+        return cls(
+            d,
+            n_features,
+            n_cov,
+            hidden=config.hidden,
+            n_layers=config.n_layers,
+            fix_graph=config.fix_graph,
+            dose_response=config.dose_response,
+            shift_sd=config.shift_sd,
+            spike_sd=config.spike_sd,
+        )
+
     def interventions(self, c: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(c.feats, c.dose_t, c.cov, c.comp_gene)
 
@@ -96,6 +142,8 @@ class GIMModule(nn.Module):
         temperature: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
+        if mode not in ("exact", "relaxed"):  # never a silent fallback (TrainConfig checks first)
+            raise ValueError(f"unknown objective mode {mode!r}")
         S1, S2, n = batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
         ls, lt, lsp = self.sem.log_sd(), self.net.log_tau, self.net.log_spike
@@ -103,7 +151,7 @@ class GIMModule(nn.Module):
             ll = exact_marginal(
                 S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, lt, lsp
             ).log_marginal
-        else:
+        else:  # relaxed
             ll = relaxed_loglik(
                 S1,
                 S2,

@@ -12,13 +12,14 @@ from typing import Literal
 
 import torch
 
+from gimcli.config import PRECISIONS
 from gimcli.errors import InputError
 
 Precision = Literal["fp32", "tf32", "bf16"]
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    """A known precision that `device` supports (bf16 needs hardware support on CUDA)."""
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -37,6 +38,8 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
     if precision == "bf16":
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             yield
+    elif precision not in PRECISIONS:  # never silently fp32: TrainConfig refuses it earlier
+        raise ValueError(f"unknown matmul precision {precision!r}")
     elif precision == "tf32" and device.type == "cuda":
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True

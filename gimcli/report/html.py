@@ -37,35 +37,14 @@ def _section(title: str, body: str) -> str:
 
 
 def build_report(run_dir: str | Path) -> str:
-    from gimcli.explanation import graph_table
-    from gimcli.gimrun import GimRun, context_label
+    """The HTML of RUN/report.html: the run, its diagnostics, learning curve, direct targets,
+    strongest edges, held-out metrics (when RUN has them) and parameters."""
+    from gimcli.gimrun import GimRun
 
     run_dir = Path(run_dir)
     run = GimRun.load(run_dir)
-    meta = run.meta
-    tr = meta.get("training", {})
-    parts = [f"<h1>gim run report: {html.escape(str(run_dir))}</h1>"]
-    inp = meta.get("input", {})
-    summary = pd.DataFrame(
-        [
-            ("input", inp.get("path", "")),
-            ("input SHA-256", inp.get("sha256", "")[:16] + "…"),
-            ("cells trained on", tr.get("n_cells")),
-            ("genes modelled", len(run.genes)),
-            ("contexts", len(meta["contexts"])),
-            ("perturbations (components)", len(meta["components"])),
-            ("features", meta["features"]["kind"]),
-            ("covariates", ", ".join(run.cov_keys) or "none"),
-            ("device", tr.get("device")),
-            ("steps run / best step", f"{tr.get('steps_run')} / {tr.get('best_step')}"),
-            ("training time (s)", round(tr.get("train_seconds", 0), 1)),
-            ("seed", meta["seed"]),
-            ("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())),
-        ],
-        columns=["", "value"],
-    )
-    parts.append(_section("Run", _table(summary)))
-    diag = pd.DataFrame([meta.get("diagnostics", {})])
+    parts = [f"<h1>gim run report: {html.escape(str(run_dir))}</h1>", _run_section(run)]
+    diag = pd.DataFrame([run.meta.diagnostics.to_dict()])
     parts.append(
         _section(
             "Causal model diagnostics",
@@ -74,7 +53,6 @@ def build_report(run_dir: str | Path) -> str:
             "feedback system, although the equilibrium model stays defined.</p>",
         )
     )
-
     metrics_p = run_dir / _keys.METRICS
     if metrics_p.exists():
         hist = pd.read_csv(metrics_p)
@@ -82,43 +60,76 @@ def build_report(run_dir: str | Path) -> str:
             parts.append(
                 _section("Learning curve", _img(plots.learning_curve(hist), "learning curve"))
             )
-
-    if run.posterior is not None:
-        tc = run.contexts
-        pert = ~tc["is_control"].astype(bool).to_numpy()
-        labels = [context_label(r, run.cov_keys) for _, r in tc[pert].iterrows()]
-        if pert.any():
-            parts.append(
-                _section(
-                    "Direct targets (posterior probability)",
-                    _img(
-                        plots.target_heatmap(run.posterior[pert], labels, run.genes),
-                        "target heatmap",
-                    )
-                    + '<p class="note">Training contexts x the genes most often named as direct targets; '
-                    "`gim explain RUN` lists them.</p>",
-                )
-            )
-
-    edges = graph_table(run, top=25)
-    parts.append(
-        _section(
-            "Strongest learned causal edges",
-            _table(edges)
-            + '<p class="note">weight = B[target, source] in standardised units (pooled within-context sd).</p>',
-        )
-    )
-
+    parts += _model_sections(run)
     ev_csv = run_dir / _keys.EVAL_CSV
     ev_json = run_dir / _keys.EVAL_JSON
     if ev_json.exists() or ev_csv.exists():
         parts.append(
             _section("Held-out evaluation against baselines", _eval_section(ev_csv, ev_json))
         )
-    params = pd.DataFrame(sorted(meta["config"].items()), columns=["parameter", "value"])
+    config = run.meta.config.to_dict()
+    params = pd.DataFrame(sorted(config.items()), columns=["parameter", "value"])
     parts.append(_section("Parameters", _table(params, max_rows=200)))
     body = "\n".join(parts)
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>gim report</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>gim report</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def _run_section(run) -> str:
+    meta, tr = run.meta, run.meta.training
+    inp = meta.input_dict()
+    summary = pd.DataFrame(
+        [
+            ("input", inp.get("path", "")),
+            ("input SHA-256", inp.get("sha256", "")[:16] + "…"),
+            ("cells trained on", tr.n_cells),
+            ("genes modelled", len(run.genes)),
+            ("contexts", len(meta.contexts)),
+            ("perturbations (components)", len(meta.components)),
+            ("features", meta.features.kind),
+            ("covariates", ", ".join(run.cov_keys) or "none"),
+            ("device", tr.device),
+            ("steps run / best step", f"{tr.steps_run} / {tr.best_step}"),
+            ("training time (s)", round(tr.train_seconds, 1)),
+            ("seed", meta.seed),
+            ("versions", ", ".join(f"{k} {v}" for k, v in meta.versions.items())),
+        ],
+        columns=["", "value"],
+    )
+    return _section("Run", _table(summary))
+
+
+def _model_sections(run) -> list[str]:
+    """What the model says: direct targets of the training contexts, strongest edges."""
+    from gimcli.data.contexts import context_labels
+    from gimcli.explanation import graph_table
+
+    parts = []
+    if run.posterior is not None:
+        tc = run.contexts
+        pert = ~tc["is_control"].astype(bool).to_numpy()
+        labels = context_labels(tc[pert], run.cov_keys)
+        if pert.any():
+            heatmap = plots.target_heatmap(run.posterior[pert], labels, run.genes)
+            parts.append(
+                _section(
+                    "Direct targets (posterior probability)",
+                    _img(heatmap, "target heatmap")
+                    + '<p class="note">Training contexts x the genes most often named as direct '
+                    "targets; `gim explain RUN` lists them.</p>",
+                )
+            )
+    edges = graph_table(run, top=25)
+    parts.append(
+        _section(
+            "Strongest learned causal edges",
+            _table(edges) + '<p class="note">weight = B[target, source] in standardised units '
+            "(pooled within-context sd).</p>",
+        )
+    )
+    return parts
 
 
 def _eval_section(ev_csv: Path, ev_json: Path) -> str:

@@ -1,4 +1,7 @@
-"""Cells stay in a host CSR matrix; each step densifies only its batch, on the device."""
+"""Training cells by context, and the sampled batches of `--batching sampled`.
+
+Cells stay in a host CSR matrix; each step densifies only its batch, on the device.
+"""
 
 from __future__ import annotations
 
@@ -11,70 +14,8 @@ import torch
 from gimcli.model.module import CellBatch, ContextBatch
 
 
-def group_stats(X: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of selected rows, without densifying the matrix."""
-    sub = X[rows]
-    mean = np.asarray(sub.mean(0)).ravel()
-    sq = np.asarray(sub.multiply(sub).mean(0)).ravel()
-    return mean, np.maximum(sq - mean * mean, 0.0)
-
-
-def control_standardisation(
-    X: sp.csr_matrix,
-    cell_group: np.ndarray,
-    is_control_cell: np.ndarray,
-    n_groups: int,
-    cell_context: np.ndarray | None = None,
-):
-    """Per covariate group: the control cells' mean, and the sd of cells around their own context's
-    mean, pooled over every context of the group (controls only without `cell_context`).
-
-    The pooled sd is the SEM's noise scale and is estimated from all cells: the control cells alone
-    (60 in a Datlinger state) give near-zero sds for sparse genes, which inflated the residuals of
-    every perturbed cell ~6-fold. Genes (nearly) constant get a floor on sd."""
-    means, sds = [], []
-    for g in range(n_groups):
-        m, v = group_stats(X, np.flatnonzero(is_control_cell & (cell_group == g)))
-        if cell_context is not None:
-            v = pooled_within_variance(
-                X, cell_context, np.flatnonzero((cell_group == g) & (cell_context >= 0))
-            )
-        sd = np.sqrt(v)
-        floor = max(0.1 * float(np.median(sd)), 1e-2)
-        means.append(m)
-        sds.append(np.maximum(sd, floor))
-    return np.stack(means).astype(np.float32), np.stack(sds).astype(np.float32)
-
-
-# Rows per chunk in pooled_within_variance: bounds the temporary copies of X's rows.
-_VAR_CHUNK_ROWS = 20_000
-
-
-def pooled_within_variance(
-    X: sp.csr_matrix, cell_context: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """sum_k sum_i (x_i - mean_k)^2 / (N - K) over the contexts k of `rows`, without densifying."""
-    ctx, inv = np.unique(cell_context[rows], return_inverse=True)
-    n = np.bincount(inv, minlength=len(ctx)).astype(np.float64)
-    s1 = np.zeros((len(ctx), X.shape[1]))
-    s2 = np.zeros((len(ctx), X.shape[1]))
-    for lo in range(0, len(rows), _VAR_CHUNK_ROWS):
-        sub = X[rows[lo : lo + _VAR_CHUNK_ROWS]]
-        # same dtype as X (no float64 copy); chunk sums are accumulated in float64
-        ind = sp.csr_matrix(
-            (
-                np.ones(sub.shape[0], sub.dtype),
-                (inv[lo : lo + _VAR_CHUNK_ROWS], np.arange(sub.shape[0])),
-            ),
-            shape=(len(ctx), sub.shape[0]),
-        )
-        s1 += (ind @ sub).toarray()
-        s2 += (ind @ sub.multiply(sub)).toarray()
-    within = np.maximum(s2 - s1 * s1 / n[:, None], 0.0).sum(0)
-    return within / max(len(rows) - len(ctx), 1)
-
-
 def csr_rows_to_dense(X: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
+    """Rows of X as a dense float32 tensor on `device` (densified there)."""
     sub = X[rows]
     if device.type == "cpu":
         return torch.from_numpy(sub.toarray())
@@ -91,19 +32,12 @@ def csr_rows_to_dense(X: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tenso
         return t.to(device).to_dense()
 
 
-def context_batch(comp_feats, components, dose_t, cov, comp_gene_of) -> ContextBatch:
-    """Gather per-context network inputs from per-component features (numpy in, tensors out)."""
-    mask = components >= 0
-    idx = np.where(mask, components, 0)
-    feats = comp_feats[idx] * mask[..., None]
-    cg = np.where(mask, comp_gene_of[idx], -1)
-    return ContextBatch(
-        feats=torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-        dose_t=torch.from_numpy(np.where(mask, dose_t, 0).astype(np.float32)),
-        cov=torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float32)),
-        comp_gene=torch.from_numpy(cg.astype(np.int64)),
-        comp_mask=torch.from_numpy(mask),
-    )
+def context_positions(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For contexts holding `cnt` cells each, laid out one after another: each cell's context,
+    each context's first position, and each cell's position within its context."""
+    rep = np.repeat(np.arange(len(cnt)), cnt)
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    return rep, first, np.arange(len(rep)) - first[rep]
 
 
 class TrainData:
@@ -149,6 +83,13 @@ class TrainData:
         self.ctx_ids = np.asarray(ctx_ids, np.int64)
         self._fixed.clear()
 
+    def cells_of(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cells, first index per context, count per context) of "train", "val" or "all"."""
+        if split == "all":
+            cells, starts, n_val = self.split["val"]
+            return cells, starts, n_val + self.split["train"][2]
+        return self.split[split]
+
     def n_cells(self, split: str) -> int:
         return int(self.split[split][2][self.ctx_ids].sum())
 
@@ -167,9 +108,7 @@ class TrainData:
         )
         ctx = ctx[counts[ctx] > 0]
         cnt = counts[ctx]
-        rep = np.repeat(np.arange(len(ctx)), cnt)
-        first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        pos = np.arange(len(rep)) - first[rep]  # position within its context
+        rep, first, pos = context_positions(cnt)
         if cnt.max() > max_cells:  # random subset of each large context, without replacement
             order = np.lexsort((rng.random(len(rep)), rep))
             pos = pos[order]  # permuted positions per context (rep stays sorted)
@@ -186,25 +125,18 @@ class TrainData:
         x = csr_rows_to_dense(self.X, rows, self.device)
         g = torch.from_numpy(self.cell_group[rows]).to(self.device)
         x = (x - self.mean[g]) / self.sd[g]
-        ci = torch.from_numpy(ctx).to(self.device)
-        c = self.contexts
-        sub = ContextBatch(c.feats[ci], c.dose_t[ci], c.cov[ci], c.comp_gene[ci], c.comp_mask[ci])
         return CellBatch(
             x=x,
             ctx=torch.from_numpy(rep).to(self.device),
             scale=torch.from_numpy(np.asarray(scale, dtype=np.float32)).to(self.device),
-            contexts=sub,
+            contexts=self.contexts.select(torch.from_numpy(ctx).to(self.device)),
             precision=self.precision,
         )
 
     def all_cells(self, ctx_ids: np.ndarray | None = None) -> CellBatch:
         """All cells (train + val) of the given contexts, unscaled: for posteriors."""
-        cells, starts, counts = self.split["val"]
-        total = counts + self.split["train"][2]
+        cells, starts, total = self.cells_of("all")
         ctx = np.arange(self.K) if ctx_ids is None else ctx_ids
-        cnt = total[ctx]
-        rep = np.repeat(np.arange(len(ctx)), cnt)
-        first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        pos = np.arange(len(rep)) - first[rep]
+        rep, _, pos = context_positions(total[ctx])
         rows = cells[starts[ctx][rep] + pos]
         return self._make(rows, rep, ctx, np.ones(len(ctx)))

@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gimcli import __version__
+from gimcli import _keys
+from gimcli._version import __version__
+from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.io import atomic_path
-from gimcli.errors import CheckpointMismatch, Preempted
+from gimcli.errors import CheckpointMismatch, Preempted, weights_only_reason
+from gimcli.provenance import json_default
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ class Checkpointer:
     def _on_signal(self, signum, frame) -> None:  # only set a flag: the loop saves between steps
         self._signal = signal.Signals(signum).name
 
-    # -- restarts (gimcli.training.fit) ---------------------------------------------------------
+    # -- restarts (gimcli.training.fitting) ------------------------------------------------
     @property
     def first_restart(self) -> int:
         return int(self.meta.get("restart", 0))
@@ -107,7 +110,7 @@ class Checkpointer:
         if self.state is not None and r != self.first_restart:
             self.state, self.meta = None, {}  # the checkpoint belonged to an earlier restart
 
-    # -- the loop's two hooks (gimcli.training.trainer.fit) -------------------------------------
+    # -- the loop's two hooks (gimcli.training.loop.optimise) --------------------------------
     def restore(
         self, module, opt, rng: np.random.Generator, gen: torch.Generator, hist
     ) -> tuple[int, dict | None, int]:
@@ -177,7 +180,7 @@ class Checkpointer:
         if self.prior is not None:
             meta["prior"] = self.prior[1]
         # JSON, not pickle: ints of any size (the PCG64 state), NaN/inf as JS literals
-        tensors["meta"] = json.dumps(meta, default=_json_default)
+        tensors["meta"] = json.dumps(meta, default=json_default)
         with atomic_path(self.path) as tmp:
             torch.save(tensors, tmp)
         self._last = time.monotonic()
@@ -193,19 +196,22 @@ def run_checkpointer(
     *,
     every_min: float,
     resume: bool,
-    config,
-    input_info: dict,
+    config: TrainConfig,
+    keys: DataKeys,
+    input_sha256: str | None,
     device: str,
-    options: list,
+    drug_features_sha256: str | None = None,
+    holdout: dict | None = None,
 ) -> Checkpointer:
     """The checkpointer of `gim train --out OUT`: OUT/checkpoint.pt, tied to the config, the
-    input's hash, the data options and the device type (a CPU checkpoint resumes on CPU)."""
-    from gimcli import _keys
-
+    input's hash, the data keys, the drug table's hash, the split and the device type (a CPU
+    checkpoint resumes on CPU)."""
     fp = {
         "config": config.to_dict(),
-        "input_sha256": input_info.get("sha256"),
-        "options": options,
+        "input_sha256": input_sha256,
+        "keys": keys.to_dict(),
+        "drug_features_sha256": drug_features_sha256,
+        "holdout": holdout,
         "device": device.split(":")[0],
     }
     path = Path(out) / _keys.CHECKPOINT
@@ -223,8 +229,6 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] |
         state = torch.load(path, map_location="cpu", weights_only=True)
         meta = json.loads(state["meta"])
     except Exception as e:  # truncated file, pickled objects (refused, never run), not a checkpoint
-        from gimcli.gimrun import weights_only_reason
-
         raise CheckpointMismatch(
             f"{path}: cannot load checkpoint safely ({type(e).__name__}: "
             f"{weights_only_reason(e)}); delete it to start over"
@@ -271,9 +275,3 @@ def _to_cpu(obj):
     if isinstance(obj, list | tuple):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON-able: {type(o)}")

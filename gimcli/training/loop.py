@@ -34,6 +34,7 @@ class History:
 
 
 def phase_of(step: int, cfg: TrainConfig) -> str:
+    """The objective of a step: the schedule runs the relaxed bound first, then the exact one."""
     if cfg.objective == "schedule":
         return "relaxed" if step < int(cfg.structure_first * cfg.steps) else "exact"
     return cfg.objective
@@ -64,7 +65,7 @@ def optimizer(module: GIMModule, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def fit(
+def optimise(
     module: GIMModule,
     data: TrainData,
     cfg: TrainConfig,

@@ -1,18 +1,28 @@
-"""Everything `gim train` writes into a run directory, each file atomically."""
+"""Everything `gim train` writes into a run directory, each file atomically.
+
+model.pt and model.json (GimRun.save), metrics.csv (the training history) and annotated.h5ad:
+the input with the training contexts and their posterior target probabilities. For an input read
+in backed mode the cell matrix is never loaded: the file is copied byte for byte (streamed) and
+only the small elements that `annotate` changes (obs, var, varm, uns) are rewritten in the copy.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 
 from gimcli import _keys
+from gimcli.data.contexts import cell_context_labels, context_labels
 from gimcli.data.io import atomic_path, write_h5ad
-from gimcli.gimrun import GimRun, context_label, versions
-from gimcli.training.trainer import History
+from gimcli.gimrun import GimRun
+from gimcli.provenance import versions
+from gimcli.training.loop import History
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +35,10 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
     uns['gim']: parameters, versions, seed, the context table and diagnostics.
     """
     out = adata.copy()
-    keys, cov_keys = run.meta["keys"], run.cov_keys
+    meta = run.meta
     tc = run.contexts.astype({"dose": str})
-    labels = [context_label(r, cov_keys) for _, r in tc.iterrows()]
-    cell_labels = cell_context_labels(out.obs, run, labels)
+    labels = context_labels(tc, run.cov_keys)
+    cell_labels = cell_context_labels(out.obs, meta.keys, run.contexts)
     if train_mask is not None:
         cell_labels[~np.asarray(train_mask, bool)] = ""
     out.obs[_keys.OBS_CONTEXT] = pd.Categorical(cell_labels)
@@ -41,45 +51,47 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
     ctab = tc.copy()
     ctab.index = labels
     out.uns[_keys.UNS] = {
-        "params": run.meta["config"],
-        "keys": {k: ("" if v is None else v) for k, v in keys.items()},
+        "params": meta.config.to_dict(),
+        "keys": {k: ("" if v is None else v) for k, v in meta.keys.to_dict().items()},
         "contexts": ctab.astype({"dose": str}),
-        "seed": run.meta["seed"],
+        "seed": meta.seed,
         "versions": versions(),
-        "input": run.meta.get("input", {}),
-        "diagnostics": run.meta["diagnostics"],
+        "input": meta.input_dict(),
+        "diagnostics": meta.diagnostics.to_dict(),
     }
     return out
 
 
-def cell_context_labels(obs: pd.DataFrame, run: GimRun, labels: list[str]) -> np.ndarray:
-    """The training-context label of every cell ('' if none), by a table join, not a cell loop."""
-    from gimcli.data.contexts import canonical_doses
+def write_annotated_backed(
+    adata: ad.AnnData, run: GimRun, path: Path, train_mask: np.ndarray | None = None
+) -> None:
+    """annotated.h5ad of a backed input: a copy of its file with obs/var/varm/uns rewritten."""
+    from anndata.io import write_elem
 
-    keys, cov_keys = run.meta["keys"], run.cov_keys
-    pert = obs[keys["perturbation_key"]].astype(str).str.strip().to_numpy()
-    raw = obs[keys["dose_key"]].astype(str).to_numpy() if keys["dose_key"] else None
-    # a dose the model never saw (unparseable) simply gets no label
-    cells = pd.DataFrame(
-        {
-            "condition": pert,
-            "dose": canonical_doses(
-                pert, raw, control=keys["control"], dose_key=keys["dose_key"], strict=False
-            ),
-        }
+    # everything but X is in memory in backed mode; the user's varm entries must survive the rewrite
+    light = ad.AnnData(
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=dict(adata.uns),
+        varm={k: adata.varm[k] for k in adata.varm},
     )
-    for k in cov_keys:
-        cells[k] = obs[k].astype(str).to_numpy()
-    table = (
-        run.contexts.astype({"dose": str})[["condition", "dose", *cov_keys]]
-        .astype(str)
-        .assign(_label=labels)
-    )
-    merged = cells.merge(table, on=["condition", "dose", *cov_keys], how="left")
-    return merged["_label"].fillna("").to_numpy(dtype=object)
+    out = annotate(light, run, train_mask)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(adata.filename, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for key, value in (
+                ("obs", out.obs),
+                ("var", out.var),
+                ("varm", dict(out.varm)),
+                ("uns", dict(out.uns)),
+            ):
+                if key in f:
+                    del f[key]
+                write_elem(f, key, value)
 
 
 def write_metrics(hist: History, path: Path) -> None:
+    """metrics.csv: one row per evaluation of the training loop."""
     with atomic_path(path) as tmp:
         pd.DataFrame(hist.rows).to_csv(tmp, index=False)
 
@@ -99,8 +111,6 @@ def write_run(
     write_metrics(hist, out / _keys.METRICS)
     paths["metrics"] = str(out / _keys.METRICS)
     if adata is not None and adata.isbacked:  # never load a file that may not fit in memory
-        from gimcli.training.annotate_backed import write_annotated_backed
-
         write_annotated_backed(adata, run, out / _keys.ANNOTATED, train_mask)
         paths["annotated"] = str(out / _keys.ANNOTATED)
     elif adata is not None:

@@ -24,7 +24,7 @@ import torch
 from gimcli.model.causal import LinearSEM
 from gimcli.model.module import ContextBatch
 from gimcli.model.precision import matmul
-from gimcli.training.batches import TrainData, csr_rows_to_dense
+from gimcli.training.batches import TrainData, context_positions, csr_rows_to_dense
 
 # Cells densified at once while accumulating W: 64 MB at d = 2000 on CPU; GPUs take 8x more.
 _CHUNK_CPU = 8192
@@ -40,10 +40,6 @@ class StatsBatch:
     W: torch.Tensor  # (d, d)
     contexts: ContextBatch
     precision: str = "fp32"
-
-    @property
-    def scale(self) -> torch.Tensor:
-        return torch.ones_like(self.n)
 
     def residual_stats(self, sem: LinearSEM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         A = sem.A()
@@ -66,19 +62,14 @@ def split_stats(
     """StatsBatch of one split's cells ("train", "val" or "all"; only `contexts`, when given);
     None if it has no cells. Without `scatter`, W is left at zero: enough for posteriors, which
     do not depend on S2, and no dense chunk of cells is ever made."""
-    if split == "all":
-        cells, starts, n_val = data.split["val"]
-        counts = n_val + data.split["train"][2]
-    else:
-        cells, starts, counts = data.split[split]
+    cells, starts, counts = data.cells_of(split)
     ctx = np.arange(data.K) if contexts is None else np.asarray(contexts)
     ctx = ctx[counts[ctx] > 0]
     if len(ctx) == 0:
         return None
     cnt = counts[ctx]
-    rep = np.repeat(np.arange(len(ctx)), cnt)
-    first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    rows = cells[starts[ctx][rep] + np.arange(len(rep)) - first[rep]]
+    rep, first, pos = context_positions(cnt)
+    rows = cells[starts[ctx][rep] + pos]
     dev = data.device
     # Raw per-context sums through a sparse indicator product: no densifying, no copy of X.
     ind = sp.csr_matrix(
@@ -101,9 +92,7 @@ def split_stats(
         c = (x - data.mean[g_t[sl]]) / data.sd[g_t[sl]] - xbar[rep_t[sl]]
         W += (c.T @ c).double()  # fp32 per chunk, summed in fp64 across chunks
     n = torch.from_numpy(cnt.astype(np.float32)).to(dev)
-    ci = torch.from_numpy(ctx).to(dev)
-    cb = data.contexts
-    sub = ContextBatch(cb.feats[ci], cb.dose_t[ci], cb.cov[ci], cb.comp_gene[ci], cb.comp_mask[ci])
+    sub = data.contexts.select(torch.from_numpy(ctx).to(dev))
     return StatsBatch(torch.from_numpy(sum_x).to(dev, torch.float32), n, W.float(), sub, precision)
 
 
@@ -121,7 +110,6 @@ class FullStats:
         self.device = data.device
         self.split = data.split
         self.precision = precision
-        self.shard = contexts
         self._stats = {
             s: split_stats(data, s, precision=precision, contexts=contexts)
             for s in ("train", "val")
@@ -155,8 +143,11 @@ def step_data(data: TrainData, cfg, *, contexts: np.ndarray | None = None) -> Tr
         data.set_shard(contexts)
     if cfg.batching == "full":
         return FullStats(data, precision=cfg.precision, contexts=contexts)
-    return data
+    if cfg.batching == "sampled":
+        return data
+    raise ValueError(f"unknown batching {cfg.batching!r}")  # TrainConfig refuses it first
 
 
 def peak_gpu_bytes(device: torch.device) -> int | None:
+    """Peak device memory of this process so far (None on CPU)."""
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None

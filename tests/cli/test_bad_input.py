@@ -263,7 +263,7 @@ def test_legacy_h5ad_layouts_train(gim, tmp_path):
 
 def test_counts_mixed_with_non_integers_beyond_the_detection_sample():
     """Detection looks at a sample; the full check still catches a concatenated log block."""
-    from gimcli.data.preprocess import check_scale
+    from gimcli.data.checks import check_scale
     from gimcli.errors import InputError
 
     X = sp.csr_matrix(np.vstack([np.full((3, 4), 7.0), [[0, 0.5, 0, 0]]]))

@@ -250,7 +250,7 @@ def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(traine
     assert run.ref_cells is not None and run.ref_cells.shape[1] == len(run.genes)
     req, new = build_requests(
         run,
-        conditions=[run.meta["components"][0]],
+        conditions=[run.meta.components[0]],
         doses=[1000.0],
         covariates={"cell_line": "line0"},
     )

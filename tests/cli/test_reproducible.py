@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gimcli.data.io import file_sha256
+from gimcli.provenance import file_sha256
 from tests.tiny import TRAIN_ARGS, one_thread, write_tiny  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -88,12 +88,14 @@ def test_sigusr1_interrupt_then_resume_equals_uninterrupted(gim, tmp_path):
 def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, sig):
     """Library level, with a signal at a chosen step: restart 1 of 2, exact phase, so the
     best state, the early-stopping counter and the best finished restart all come back."""
-    from gimcli.training.fit import train
+    from gimcli.config import DataKeys
+    from gimcli.training.fitting import fit_run
 
     adata = tiny_screen()
     cfg = TrainConfig(steps=60, restarts=2, eval_every=10, seed=5)
-    kw = dict(dose_key="dose", feature_keys=["f0", "f1", "f2"], config=cfg, device="cpu")
-    ref, ref_hist = train(adata, **kw)
+    keys = DataKeys(dose_key="dose", feature_keys=["f0", "f1", "f2"])
+    kw = dict(keys=keys, config=cfg, device="cpu")
+    ref, ref_hist = fit_run(adata, **kw)
 
     calls = []
 
@@ -105,14 +107,14 @@ def test_resume_inside_a_later_restart_in_exact_phase(tmp_path, sig):
     path = tmp_path / "ckpt.pt"
     fp = {"config": cfg.to_dict()}
     with pytest.raises(Preempted, match=sig.name), Checkpointer(path, fingerprint=fp) as ck:
-        train(adata, **kw, checkpoint=ck, progress=send_at_restart1_step40)
+        fit_run(adata, **kw, checkpoint=ck, progress=send_at_restart1_step40)
     meta = json.loads(torch.load(path, weights_only=True)["meta"])
     assert meta["restart"] == 1 and meta["step"] == 41 and "prior" in meta
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers restored
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     with Checkpointer(path, resume=True, fingerprint=fp) as ck:
-        run, hist = train(adata, **kw, checkpoint=ck)
+        run, hist = fit_run(adata, **kw, checkpoint=ck)
     sa, sb = run.module.state_dict(), ref.module.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert hist.best_step == ref_hist.best_step and hist.best_val == ref_hist.best_val

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from gimcli.config import TrainConfig
+from gimcli.config import DataKeys, TrainConfig
 from gimcli.evaluation.truth import auroc_auprc, graph_recovery, target_labels, target_recovery
 from gimcli.simulation import simulate
-from gimcli.training.fit import train
+from gimcli.training.fitting import fit_run
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,9 @@ def fitted20():
         n_genes=20, n_drugs=12, doses=(10.0, 100.0, 1000.0), n_cells=60, n_control=300, seed=0
     )
     feats = [c for c in adata.obs.columns if c.startswith("f")]
-    run, hist = train(
+    run, hist = fit_run(
         adata,
-        dose_key="dose",
-        feature_keys=feats,
+        keys=DataKeys(dose_key="dose", feature_keys=feats),
         config=TrainConfig(steps=1000, seed=0),
         device="cpu",
     )
@@ -113,10 +112,9 @@ def test_direct_targets_beat_largest_mean_shift(fitted20):
 
 def test_fix_graph_ablation_has_no_edges():
     adata = simulate(n_genes=8, n_drugs=4, doses=(100.0,), n_cells=30, n_control=100, seed=3)
-    run, _ = train(
+    run, _ = fit_run(
         adata,
-        dose_key="dose",
-        feature_keys=["f0", "f1"],
+        keys=DataKeys(dose_key="dose", feature_keys=["f0", "f1"]),
         device="cpu",
         config=TrainConfig(steps=60, fix_graph=True, eval_every=20),
     )
@@ -126,8 +124,9 @@ def test_fix_graph_ablation_has_no_edges():
 def test_training_is_bit_reproducible_on_cpu():
     adata = simulate(n_genes=8, n_drugs=4, doses=(100.0,), n_cells=30, n_control=100, seed=3)
     cfg = TrainConfig(steps=80, eval_every=20, seed=5)
-    a, _ = train(adata, dose_key="dose", feature_keys=["f0", "f1"], device="cpu", config=cfg)
-    b, _ = train(adata, dose_key="dose", feature_keys=["f0", "f1"], device="cpu", config=cfg)
+    keys = DataKeys(dose_key="dose", feature_keys=["f0", "f1"])
+    a, _ = fit_run(adata, keys=keys, device="cpu", config=cfg)
+    b, _ = fit_run(adata, keys=keys, device="cpu", config=cfg)
     for (k, va), vb in zip(
         a.module.state_dict().items(), b.module.state_dict().values(), strict=True
     ):

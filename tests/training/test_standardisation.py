@@ -6,9 +6,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-import gimcli.training.batches as batches
+import gimcli.training.standardisation as batches
 from gimcli.model.causal import LOG_SIGMA_MIN, LinearSEM
-from gimcli.training.batches import control_standardisation
+from gimcli.training.standardisation import control_standardisation
 
 
 def test_sd_is_pooled_within_contexts_and_mean_is_the_controls():

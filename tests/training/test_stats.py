@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import gimcli.training.fit as fitmod
-from gimcli.config import TrainConfig
+import gimcli.training.fitting as fitmod
+from gimcli.config import DataKeys, TrainConfig
 from gimcli.errors import InputError
 from gimcli.model.precision import check_precision
 from gimcli.simulation import simulate
@@ -15,6 +15,7 @@ from gimcli.training.distributed import DataParallel, local_device
 from gimcli.training.stats import FullStats, StatsBatch, split_stats
 
 FEATS = [f"f{i}" for i in range(4)]
+KEYS = DataKeys(dose_key="dose", covariate_keys=["cell_line"], feature_keys=FEATS)
 
 
 def _sim(seed=1):
@@ -35,24 +36,22 @@ def _sim(seed=1):
 def captured():
     """The TrainData and module `train` builds (steps=1, cell path), with a non-trivial SEM."""
     got = {}
-    real = fitmod.fit
+    real = fitmod.optimise
 
     def spy(module, data, cfg, **kw):
         got["data"], got["module"] = data, module
         return real(module, data, cfg, **kw)
 
-    fitmod.fit = spy
+    fitmod.optimise = spy
     try:
-        fitmod.train(
+        fitmod.fit_run(
             _sim(),
-            dose_key="dose",
-            covariate_keys=["cell_line"],
-            feature_keys=FEATS,
+            keys=KEYS,
             config=TrainConfig(steps=1, batching="sampled"),
             device="cpu",
         )
     finally:
-        fitmod.fit = real
+        fitmod.optimise = real
     m = got["module"].double().float()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -137,11 +136,9 @@ def test_bf16_training_matches_fp32_within_tolerance():
 
     adata = _sim(seed=4)
     runs = {
-        p: fitmod.train(
+        p: fitmod.fit_run(
             adata,
-            dose_key="dose",
-            covariate_keys=["cell_line"],
-            feature_keys=FEATS,
+            keys=KEYS,
             device="cpu",
             config=TrainConfig(steps=300, eval_every=50, precision=p, objective="exact"),
         )[0]
@@ -201,11 +198,9 @@ def test_cuda_statistics_and_tf32_match_cpu():
     adata = _sim(seed=4)
     cfg = {"steps": 300, "eval_every": 50, "objective": "exact"}
     runs = {
-        (dev, p): fitmod.train(
+        (dev, p): fitmod.fit_run(
             adata,
-            dose_key="dose",
-            covariate_keys=["cell_line"],
-            feature_keys=FEATS,
+            keys=KEYS,
             device=dev,
             config=TrainConfig(precision=p, **cfg),
         )[0]

@@ -1,0 +1,116 @@
+"""Value checks of an expression matrix, shared by the in-memory and the chunked readers.
+
+Each check names the first offending cell and gene, so that a message points at the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from gimcli.errors import InputError
+
+# Values checked when deciding "counts or log-normalised": enough to be sure, cheap on 1M cells.
+DETECT_SAMPLE = 200_000
+
+
+def data_values(X) -> np.ndarray:
+    return X.data if sp.issparse(X) else np.asarray(X).ravel()
+
+
+def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
+    """NaN/inf or negative expression values are never usable; the message names the first."""
+    vals = data_values(X)
+    if vals.size and not np.isfinite(vals).all():
+        i = int(np.flatnonzero(~np.isfinite(vals))[0])
+        raise InputError(
+            f"{where}: contains NaN or infinite values, e.g. {vals[i]} at "
+            f"{locate(X, i, obs_names, var_names)}"
+        )
+    if vals.size and vals.min() < 0:
+        i = int(np.argmin(vals))
+        raise InputError(
+            f"{where}: contains negative values (min {vals[i]:.3g} at {locate(X, i, obs_names, var_names)}); "
+            "expected counts or log-normalised expression (scaled/centred data cannot be used)"
+        )
+
+
+def locate(X, i: int, obs_names=None, var_names=None) -> str:
+    """'cell <name>, gene <name>' of the i-th stored value of X (CSR data or dense ravel)."""
+    if sp.issparse(X):
+        r, c = int(np.searchsorted(X.indptr, i, side="right") - 1), int(X.indices[i])
+    else:
+        r, c = (int(v) for v in np.unravel_index(i, X.shape))
+    cell = repr(str(obs_names[r])) if obs_names is not None else f"row {r}"
+    gene = repr(str(var_names[c])) if var_names is not None else f"column {c}"
+    return f"cell {cell}, gene {gene}"
+
+
+def first_non_integer(vals: np.ndarray, *, chunk: int = 1 << 22) -> int:
+    """Index of the first non-integer value, or -1; chunked to bound memory on large matrices."""
+    for start in range(0, vals.size, chunk):
+        v = vals[start : start + chunk]
+        bad = np.flatnonzero(v != np.round(v))
+        if bad.size:
+            return start + int(bad[0])
+    return -1
+
+
+# log1p of any normalised expression stays far below this (log1p(1e6 CPM) = 13.8): larger
+# non-integer values mean normalised-but-not-logged or corrected counts, neither of which we can use.
+_MAX_LOG_VALUE = 30.0
+
+
+def looks_like_counts(X) -> bool:
+    vals = data_values(X)[:DETECT_SAMPLE]
+    if vals.size == 0:
+        return False
+    return bool(np.all(vals == np.round(vals)) and vals.max() > 1)
+
+
+def check_scale(X, is_counts: bool, *, where: str, obs_names=None, var_names=None) -> None:
+    """Counts must be integers throughout; log-normalised data cannot reach count-like values."""
+    vals = data_values(X)
+    if not vals.size:
+        return
+    if is_counts:
+        i = first_non_integer(vals)
+        if i >= 0:
+            raise InputError(
+                f"{where}: integer counts mixed with non-integer values (e.g. {vals[i]:.4g} at "
+                f"{locate(X, i, obs_names, var_names)}); were raw and normalised data concatenated?"
+            )
+    elif vals.max() > _MAX_LOG_VALUE:
+        i = first_non_integer(vals)
+        raise InputError(
+            f"{where}: non-integer values up to {vals.max():.4g} (e.g. {vals[i]:.4g} at "
+            f"{locate(X, i, obs_names, var_names)}): neither integer counts nor log-normalised data; "
+            "round corrected counts or give log1p-normalised data"
+        )
+
+
+def check_counts_layer(X, is_counts: bool, *, where: str, obs_names=None, var_names=None) -> None:
+    """--counts-layer promises integer counts: refuse a layer that does not hold them."""
+    if is_counts:
+        return
+    vals = data_values(X)
+    i = first_non_integer(vals)
+    at = (
+        f" (e.g. {vals[i]:.4g} at {locate(X, i, obs_names, var_names)})"
+        if i >= 0
+        else " (all values are 0 or 1)"
+    )
+    raise InputError(f"{where}: --counts-layer given but its values are not integer counts{at}")
+
+
+def check_expression(
+    X, *, where: str, obs_names=None, var_names=None, counts_layer: bool = False
+) -> bool:
+    """Every check on a whole matrix (or the first chunk of one); returns whether it holds counts."""
+    names = {"obs_names": obs_names, "var_names": var_names}
+    check_values(X, where=where, **names)
+    is_counts = looks_like_counts(X)
+    if counts_layer:
+        check_counts_layer(X, is_counts, where=where, **names)
+    check_scale(X, is_counts, where=where, **names)
+    return is_counts

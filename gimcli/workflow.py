@@ -1,0 +1,183 @@
+"""`gim train` as one library call: read, split, fit (with checkpoints), write the run directory,
+score the held-out cells and write the report.
+
+The CLI parses and checks its options, then calls `train_to_directory`; a notebook or pipeline
+can call it the same way. Under torchrun every process trains and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from gimcli.config import DataKeys, TrainConfig
+from gimcli.data.features import read_feature_csv
+from gimcli.data.io import read_h5ad
+from gimcli.evaluation.heldout import NOGRAPH_DIR, describe, evaluate_split, write_eval
+from gimcli.evaluation.splits import Holdout, train_mask
+from gimcli.gimrun import GimRun
+from gimcli.provenance import file_sha256, provenance, set_deterministic
+from gimcli.report import write_report
+from gimcli.schema import InputInfo
+from gimcli.training.checkpoint import run_checkpointer
+from gimcli.training.distributed import env_rank, env_world_size
+from gimcli.training.fitting import fit_run, resolve_device
+from gimcli.training.loop import History
+from gimcli.training.outputs import write_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutputs:
+    """What `train_to_directory` made: the run, its history, the files written (rank 0 only) and
+    the seconds each part took."""
+
+    run: GimRun
+    history: History
+    paths: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def train_to_directory(
+    data: Path,
+    out: Path,
+    *,
+    keys: DataKeys,
+    config: TrainConfig,
+    drug_features: Path | None = None,
+    holdout: Holdout | None = None,
+    device: str = "auto",
+    backed: bool = False,
+    deterministic: bool = False,
+    checkpoint_every: float = 0.0,
+    resume: bool = False,
+    progress: Callable[[int, dict], None] | None = None,
+) -> TrainOutputs:
+    """Train on the .h5ad `data` and write the run directory `out`.
+
+    Parameters
+    ----------
+    data
+        The screen (.h5ad); with `backed`, read in chunks from disk.
+    out
+        The run directory: model.pt/.json, metrics.csv, annotated.h5ad, report.html, and with a
+        `holdout` eval_metrics.csv/.json and nograph/ (the B = 0 refit).
+    keys, config
+        How to read the screen, and how to train.
+    drug_features
+        CSV (name, smiles) describing the drugs.
+    holdout
+        Cells to hold out of training and score afterwards.
+    device, deterministic
+        Where to train, and whether with deterministic kernels only.
+    checkpoint_every, resume
+        Minutes between checkpoints (0: only on SIGTERM/SIGUSR1), and whether to continue from
+        `out`/checkpoint.pt.
+    progress
+        Called as progress(step, row) at every evaluation.
+    """
+    distributed = env_world_size() > 1
+    main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
+    feats_df = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
+    t0 = time.perf_counter()
+    adata = read_h5ad(data, backed=backed)
+    t_read = time.perf_counter() - t0
+    info = InputInfo(
+        path=str(data), sha256=file_sha256(data), n_obs=adata.n_obs, n_vars=adata.n_vars
+    )
+    mask = _train_mask(adata, holdout, keys)
+    set_deterministic(deterministic)
+    ckpt = (
+        contextlib.nullcontext()
+        if distributed
+        else run_checkpointer(
+            out,
+            every_min=checkpoint_every,
+            resume=resume,
+            config=config,
+            keys=keys,
+            input_sha256=info.sha256,
+            device=str(resolve_device(device)),
+            drug_features_sha256=file_sha256(drug_features) if drug_features else None,
+            holdout=(holdout or Holdout()).to_dict(),
+        )
+    )
+    paths: dict[str, str] = {}
+    t_write = 0.0
+    with ckpt:
+        run, hist = fit_run(
+            adata,
+            keys=keys,
+            drug_features=feats_df,
+            config=config,
+            device=device,
+            input_info=info,
+            progress=progress,
+            checkpoint=None if distributed else ckpt,
+            train_mask=mask,
+        )
+        if main_rank:  # still under the signal handlers: a late signal no longer interrupts writes
+            prov = provenance(seed=config.seed, inputs={"drug_features": drug_features})
+            run.meta = replace(run.meta, provenance=prov)
+            t_write = time.perf_counter()
+            paths = write_outputs(
+                run, hist, out, adata=adata, mask=mask, holdout=holdout, device=device
+            )
+            t_write = time.perf_counter() - t_write
+    if not distributed:
+        ckpt.finished()
+    timings = {
+        "read": t_read,
+        "prepare": run.meta.training.prepare_seconds,
+        "train": hist.seconds,
+        "write": t_write,
+        "total": time.perf_counter() - t0,
+    }
+    return TrainOutputs(run=run, history=hist, paths=paths, timings=timings)
+
+
+def _train_mask(adata: ad.AnnData, holdout: Holdout | None, keys: DataKeys) -> np.ndarray | None:
+    if holdout is None or not holdout.any():
+        return None
+    mask = train_mask(
+        adata.obs,
+        holdout,
+        perturbation_key=keys.perturbation_key,
+        control=keys.control,
+        dose_key=keys.dose_key,
+    )
+    log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
+    return mask
+
+
+def write_outputs(
+    run: GimRun,
+    hist: History,
+    out: Path,
+    *,
+    adata: ad.AnnData,
+    mask: np.ndarray | None,
+    holdout: Holdout | None,
+    device: str,
+) -> dict[str, str]:
+    """The run directory: model, metrics, annotated input; with a split the held-out scores and
+    the B = 0 refit; the report last (a failed report only warns). Returns the paths written."""
+    paths = write_run(run, hist, out, adata=adata, train_mask=mask)
+    if mask is not None:
+        res, nograph = evaluate_split(
+            run, adata, mask, split=holdout.to_dict(), device=device, seed=run.config.seed
+        )
+        nograph.save(out / NOGRAPH_DIR)
+        log.info("held-out mean R2: %s", describe(res))
+        paths.update(write_eval(res, out))
+    if (report := write_report(out)) is not None:
+        paths["report"] = str(report)
+    return paths
