@@ -156,7 +156,6 @@ def predict(
     noise="controls" moves control cells of the training run (kept in model.pt) by the propagated
     intervention A^{-1}u; "gaussian" draws x = A^{-1}(b + u + eps) with the fitted Gaussian eps."""
     new_feats = new_feats or {}
-    cov_keys = run.cov_keys
     iv = run.interventions(requests, new_feats)
     module = run.module.eval()
     sem = module.sem
@@ -167,24 +166,9 @@ def predict(
     mu_g, sd_g = run.std_mean[g], run.std_sd[g]
     mean_expr = mean_std * sd_g + mu_g
 
-    K, d = mean_expr.shape
+    K = len(mean_expr)
     reps = np.repeat(np.arange(K), n_cells)
-    if noise == "controls" and run.ref_cells is not None:
-        # The SEM's counterfactual: the same cell, intervened on, is x0 + A^{-1}u. Moving real control
-        # cells keeps their real (sparse, non-Gaussian) noise; only the intervention is modelled.
-        rng = np.random.default_rng(seed)
-        by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
-        rows = np.concatenate(
-            [rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g]
-        )
-        shift = sem.propagate(u_cells).numpy() * sd_g
-        cells = run.ref_cells[rows] + shift[reps]
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        x = sem.sample(u_cells[reps], generator=gen).numpy()
-        cells = x * sd_g[reps] + mu_g[reps]
-    cells = np.clip(cells, 0, None).astype(np.float32)
-
+    cells = _sample_cells(run, u_cells, g, reps, n_cells=n_cells, seed=seed, noise=noise)
     app = applicability(run, requests, new_feats)
     low = app["similarity"] < LOW_SIMILARITY[run.spec.kind]
     if low.any():
@@ -195,6 +179,42 @@ def predict(
             K,
             LOW_SIMILARITY[run.spec.kind],
         )
+    params = {
+        "n_cells": n_cells,
+        "seed": seed,
+        "map_targets": map_targets,
+        "noise": noise if run.ref_cells is not None else "gaussian",
+    }
+    return _as_anndata(run, requests, cells, reps, mean_expr, pi_any, app, low, params)
+
+
+@torch.no_grad()
+def _sample_cells(run, u_cells, g, reps, *, n_cells: int, seed: int, noise: str) -> np.ndarray:
+    """`n_cells` cells per request (rows `reps`), log-normalised and clipped at 0."""
+    sem = run.module.sem
+    sd_g = run.std_sd[g]
+    if noise == "controls" and run.ref_cells is not None:
+        # The SEM's counterfactual: the same cell, intervened on, is x0 + A^{-1}u. Moving real
+        # control cells keeps their real (sparse, non-Gaussian) noise; only the intervention is
+        # modelled.
+        rng = np.random.default_rng(seed)
+        by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
+        rows = np.concatenate(
+            [rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g]
+        )
+        shift = sem.propagate(u_cells).numpy() * sd_g
+        cells = run.ref_cells[rows] + shift[reps]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        x = sem.sample(u_cells[reps], generator=gen).numpy()
+        cells = x * sd_g[reps] + run.std_mean[g][reps]
+    return np.clip(cells, 0, None).astype(np.float32)
+
+
+def _as_anndata(run, requests, cells, reps, mean_expr, pi_any, app, low, params) -> ad.AnnData:
+    """The predicted cells with per-cell obs, the mean and target-probability layers, and the
+    per-condition tables in uns['gim']."""
+    cov_keys = run.cov_keys
     labels = [context_label(r, cov_keys) for _, r in requests.iterrows()]
     obs = requests.iloc[reps].reset_index(drop=True).copy()
     obs[_keys.OBS_SIMILARITY] = app["similarity"].to_numpy()[reps]
@@ -214,12 +234,7 @@ def predict(
         "conditions": conds,
         "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
         "target_prob": pd.DataFrame(pi_any, index=labels, columns=run.genes),
-        "params": {
-            "n_cells": n_cells,
-            "seed": seed,
-            "map_targets": map_targets,
-            "noise": noise if run.ref_cells is not None else "gaussian",
-        },
+        "params": params,
         "model": {
             "seed": run.meta.seed,
             "input": run.meta.input_dict(),

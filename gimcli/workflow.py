@@ -17,10 +17,11 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from gimcli import _keys
 from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.features import read_feature_csv
 from gimcli.data.io import read_h5ad
-from gimcli.evaluation.heldout import NOGRAPH_DIR, describe, evaluate_split, write_eval
+from gimcli.evaluation.heldout import describe, evaluate_split, write_eval
 from gimcli.evaluation.splits import Holdout, train_mask
 from gimcli.gimrun import GimRun
 from gimcli.provenance import file_sha256, provenance, set_deterministic
@@ -175,7 +176,7 @@ def write_outputs(
         res, nograph = evaluate_split(
             run, adata, mask, split=holdout.to_dict(), device=device, seed=run.config.seed
         )
-        nograph.save(out / NOGRAPH_DIR)
+        nograph.save(out / _keys.NOGRAPH)
         log.info("held-out mean R2: %s", describe(res))
         paths.update(write_eval(res, out))
     if (report := write_report(out)) is not None:

@@ -53,15 +53,7 @@ def evaluate(
     from gimcli.data.features import read_feature_csv
     from gimcli.data.io import read_h5ad
     from gimcli.errors import InputError
-    from gimcli.evaluation.heldout import (
-        METHODS,
-        NOGRAPH_DIR,
-        describe,
-        fit_nograph,
-        train_cells,
-        write_eval,
-    )
-    from gimcli.evaluation.heldout import evaluate as score
+    from gimcli.evaluation.heldout import METHODS, describe, evaluate_saved_run, write_eval
     from gimcli.gimrun import GimRun
     from gimcli.training.fitting import resolve_device
 
@@ -83,26 +75,15 @@ def evaluate(
         raise InputError(f"{ann_p} is missing: the baselines need the training cells")
     feats = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
     setup_logging(quiet=quiet, log_file=out / _keys.LOG)
-    test_data = read_h5ad(test)
-    train = train_cells(read_h5ad(ann_p))
-    nograph = None
-    if "gim_nograph" in chosen:
-        if (run_dir / NOGRAPH_DIR / _keys.MODEL_META).exists():
-            nograph = GimRun.load(run_dir / NOGRAPH_DIR)
-        else:
-            log.info("refitting the GIM with B = 0 on the %d training cells", train.n_obs)
-            nograph = fit_nograph(run, train, device=device)
-    truth = test_data.uns.get(_keys.UNS_TRUTH)
-    res = score(
+    res = evaluate_saved_run(
         run,
-        test_data,
-        train=train,
-        nograph=nograph,
+        run_dir,
+        read_h5ad(test),
         methods=chosen,
         drug_features=feats,
-        truth=truth if isinstance(truth, dict) else None,
         n_cells=n_cells,
         seed=seed,
+        device=device,
     )
     paths = write_eval(res, out)
     agg = res.summary["aggregate"]

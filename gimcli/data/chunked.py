@@ -29,8 +29,10 @@ from gimcli.errors import InputError
 _CHUNK_NNZ = 20_000_000
 
 
-def row_chunks(X, *, chunk_nnz: int = _CHUNK_NNZ):
-    """Yield (start, CSR float32 rows) of a matrix in memory or an anndata backed dataset."""
+def row_chunks(X, *, chunk_nnz: int | None = None):
+    """Yield (start, CSR float32 rows) of a matrix in memory or an anndata backed dataset, about
+    `chunk_nnz` stored values at a time (default _CHUNK_NNZ, read at call time)."""
+    chunk_nnz = chunk_nnz or _CHUNK_NNZ
     n = X.shape[0]
     density = 1.0
     if hasattr(X, "nnz") or hasattr(X, "group"):  # sparse in memory / backed sparse dataset

@@ -137,50 +137,75 @@ def build_contexts(
     covariate_keys: list[str] | None = None,
     min_cells: int = 3,
 ) -> Contexts:
+    """The contexts of a screen's cells: one per (perturbation, canonical dose, covariate group).
+
+    Perturbed contexts with fewer than `min_cells` cells are skipped (with a warning); their
+    cells get context -1. Every covariate group needs control cells (they standardise it).
+    """
     cov_keys = list(covariate_keys or [])
     pert = _require_column(obs, perturbation_key, "perturbation").astype(str).str.strip()
     covs = pd.DataFrame(
         {k: _require_column(obs, k, "covariate").astype(str) for k in cov_keys}, index=obs.index
     )
     doses = _require_column(obs, dose_key, "dose").astype(str) if dose_key else None
-
     is_ctrl = (pert == control).to_numpy()
     if not is_ctrl.any():
         examples = pert.unique()[:5].tolist()
         raise InputError(
-            f"no control cells: no value {control!r} in obs[{perturbation_key!r}] (e.g. {examples}); set --control"
+            f"no control cells: no value {control!r} in obs[{perturbation_key!r}] "
+            f"(e.g. {examples}); set --control"
         )
-    cov_cats = {k: sorted(covs[k].unique().tolist()) for k in cov_keys}
-    groups = (
-        covs.drop_duplicates().sort_values(cov_keys).reset_index(drop=True)
-        if cov_keys
-        else pd.DataFrame(index=[0])
-    )
-    if cov_keys:
-        ctrl_groups = covs[is_ctrl].drop_duplicates()
-        merged = groups.merge(ctrl_groups, how="left", indicator=True)
-        lacking = merged[merged["_merge"] == "left_only"][cov_keys]
-        if len(lacking):
-            desc = ", ".join(f"{k}={v}" for k, v in lacking.iloc[0].items())
-            raise InputError(
-                f"no control cells for {desc} ({len(lacking)} covariate group(s) without controls)"
-            )
-        gkey = (
-            pd.MultiIndex.from_frame(groups) if len(cov_keys) > 1 else pd.Index(groups[cov_keys[0]])
-        )
-        ckey = pd.MultiIndex.from_frame(covs) if len(cov_keys) > 1 else pd.Index(covs[cov_keys[0]])
-        cell_group = gkey.get_indexer(ckey)
-    else:
-        cell_group = np.zeros(len(obs), dtype=np.int64)
-
+    groups, cell_group = _covariate_groups(covs, cov_keys, is_ctrl)
     dose_str = canonical_doses(
         pert.to_numpy(),
         None if doses is None else doses.to_numpy(),
         control=control,
         dose_key=dose_key,
     )
-
     key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
+    table, cell_context = _context_table(key, control=control, min_cells=min_cells)
+    comp_names, components, comp_dose = _component_matrix(table, control)
+    gidx = table.pop("_group").to_numpy()
+    for k in cov_keys:
+        table[k] = groups[k].to_numpy()[gidx]
+    return Contexts(
+        table=table[["condition", "dose", *cov_keys, "n_cells", "is_control"]],
+        components=components,
+        comp_dose=comp_dose,
+        cov_group=gidx.astype(np.int64),
+        groups=groups[cov_keys] if cov_keys else pd.DataFrame(index=[0]),
+        cov_keys=cov_keys,
+        cov_categories={k: sorted(covs[k].unique().tolist()) for k in cov_keys},
+        comp_names=comp_names,
+        cell_context=cell_context,
+    )
+
+
+def _covariate_groups(
+    covs: pd.DataFrame, cov_keys: list[str], is_ctrl: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The covariate groups (sorted) and each cell's group; refuses a group without controls."""
+    if not cov_keys:
+        return pd.DataFrame(index=[0]), np.zeros(len(covs), dtype=np.int64)
+    groups = covs.drop_duplicates().sort_values(cov_keys).reset_index(drop=True)
+    ctrl_groups = covs[is_ctrl].drop_duplicates()
+    merged = groups.merge(ctrl_groups, how="left", indicator=True)
+    lacking = merged[merged["_merge"] == "left_only"][cov_keys]
+    if len(lacking):
+        desc = ", ".join(f"{k}={v}" for k, v in lacking.iloc[0].items())
+        raise InputError(
+            f"no control cells for {desc} ({len(lacking)} covariate group(s) without controls)"
+        )
+    gkey = pd.MultiIndex.from_frame(groups) if len(cov_keys) > 1 else pd.Index(groups[cov_keys[0]])
+    ckey = pd.MultiIndex.from_frame(covs) if len(cov_keys) > 1 else pd.Index(covs[cov_keys[0]])
+    return groups, gkey.get_indexer(ckey)
+
+
+def _context_table(
+    key: pd.DataFrame, *, control: str, min_cells: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Unique (condition, dose, _group) rows with their cell counts, small perturbed ones
+    dropped, and each cell's row (-1 when dropped)."""
     codes, uniques = pd.factorize(pd.MultiIndex.from_frame(key))
     table = uniques.to_frame(index=False)
     table.columns = ["condition", "dose", "_group"]
@@ -199,9 +224,12 @@ def build_contexts(
     remap = -np.ones(len(table), dtype=np.int64)
     remap[keep_idx] = np.arange(len(keep_idx))
     table = table.iloc[keep_idx].reset_index(drop=True)
-    cell_context = remap[codes]
-
     table["is_control"] = table["condition"] == control
+    return table, remap[codes]
+
+
+def _component_matrix(table: pd.DataFrame, control: str):
+    """Component names (sorted), and per context its components' indices (-1: none) and doses."""
     comp_lists = [
         [] if c else split_components(p)
         for p, c in zip(table["condition"], table["is_control"], strict=True)
@@ -218,21 +246,7 @@ def build_contexts(
         for c, name in enumerate(cl):
             components[k, c] = name_idx[name]
             comp_dose[k, c] = ds[c]
-    gidx = table.pop("_group").to_numpy()
-    for k in cov_keys:
-        table[k] = groups[k].to_numpy()[gidx]
-    table = table[["condition", "dose", *cov_keys, "n_cells", "is_control"]]
-    return Contexts(
-        table=table,
-        components=components,
-        comp_dose=comp_dose,
-        cov_group=gidx.astype(np.int64),
-        groups=groups[cov_keys] if cov_keys else pd.DataFrame(index=[0]),
-        cov_keys=cov_keys,
-        cov_categories=cov_cats,
-        comp_names=comp_names,
-        cell_context=cell_context,
-    )
+    return comp_names, components, comp_dose
 
 
 # -- contexts of cells given the keys a run was trained with -------------------------------------

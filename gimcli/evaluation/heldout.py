@@ -27,7 +27,7 @@ from gimcli.data.contexts import (
     perturbed_contexts,
 )
 from gimcli.data.features import split_components
-from gimcli.data.io import atomic_path, write_text
+from gimcli.data.io import atomic_path, read_h5ad, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
 from gimcli.evaluation import baselines as bl
@@ -401,10 +401,6 @@ def write_eval(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
     return {"eval_csv": str(csv), "eval_json": str(js)}
 
 
-# Run-directory subfolder holding the B = 0 refit made for a split (reused by `gim evaluate`).
-NOGRAPH_DIR = "nograph"
-
-
 def train_cells(annotated: ad.AnnData) -> ad.AnnData:
     """The cells a run trained on, from RUN/annotated.h5ad (obs['gim_context'] != '')."""
     if _keys.OBS_CONTEXT not in annotated.obs.columns:
@@ -441,3 +437,42 @@ def evaluate_split(
         split=split,
     )
     return res, nograph
+
+
+def evaluate_saved_run(
+    run: GimRun,
+    run_dir: Path,
+    test: ad.AnnData,
+    *,
+    methods: tuple[str, ...] = METHODS,
+    drug_features: pd.DataFrame | None = None,
+    n_cells: int = M.MAX_CELLS,
+    seed: int = 0,
+    device: str = "auto",
+) -> EvalResult:
+    """`evaluate` for a run directory: its training cells from RUN/annotated.h5ad, the B = 0
+    refit from RUN/nograph/ when `gim train` saved one (refit otherwise), and the simulated truth
+    when `test` carries it."""
+    ann_p = Path(run_dir) / _keys.ANNOTATED
+    if not ann_p.exists():
+        raise InputError(f"{ann_p} is missing: the baselines need the training cells")
+    train = train_cells(read_h5ad(ann_p))
+    nograph = None
+    if "gim_nograph" in methods:
+        if (Path(run_dir) / _keys.NOGRAPH / _keys.MODEL_META).exists():
+            nograph = GimRun.load(Path(run_dir) / _keys.NOGRAPH)
+        else:
+            log.info("refitting the GIM with B = 0 on the %d training cells", train.n_obs)
+            nograph = fit_nograph(run, train, device=device)
+    truth = test.uns.get(_keys.UNS_TRUTH)
+    return evaluate(
+        run,
+        test,
+        train=train,
+        nograph=nograph,
+        methods=methods,
+        drug_features=drug_features,
+        truth=truth if isinstance(truth, dict) else None,
+        n_cells=n_cells,
+        seed=seed,
+    )

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from gimcli.data.contexts import canonical_doses, dose_parts
 from gimcli.data.features import COMBO_SEP
 from gimcli.errors import InputError
 
@@ -46,16 +47,6 @@ def _column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:
     if key not in obs.columns:
         raise InputError(f"{what} column {key!r} not in obs (have {list(obs.columns)[:20]})")
     return obs[key]
-
-
-def _dose_values(doses: pd.Series, dose_key: str) -> list[list[float]]:
-    out = {}
-    for v in doses.astype(str).unique():
-        try:
-            out[v] = [float(x) for x in v.split(COMBO_SEP)]
-        except ValueError:
-            raise InputError(f"dose column {dose_key!r}: value {v!r} is not a number") from None
-    return [out[v] for v in doses.astype(str)]
 
 
 def train_mask(
@@ -97,7 +88,9 @@ def train_mask(
     if holdout.doses:
         if dose_key is None:
             raise InputError("--holdout-doses needs --dose-key")
-        vals = _dose_values(_column(obs, dose_key, "dose"), dose_key)
+        raw = _column(obs, dose_key, "dose").astype(str).to_numpy()
+        canon = canonical_doses(pert.to_numpy(), raw, control=control, dose_key=dose_key)
+        vals = [dose_parts(d) if d else [] for d in canon]  # controls: no dose
         want = np.asarray(holdout.doses, float)
         hit = np.array([any(np.isclose(x, want).any() for x in v) for v in vals])
         if not (hit & ~is_ctrl).any():

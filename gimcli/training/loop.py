@@ -95,29 +95,11 @@ def optimise(
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
         phase = phase_of(step, cfg)
-        l1 = 0.0 if module.sem.fix_graph else cfg.l1_graph
         batch = data.sample(
             rng, batch_contexts=cfg.batch_contexts, max_cells=cfg.max_cells_per_context
         )
-        out = module.loss(
-            batch,
-            mode=phase,
-            target_cost=cfg.target_cost,
-            l1_graph=l1,
-            temperature=cfg.temperature,
-            generator=gen,
-        )
-        if not torch.isfinite(out.loss):
-            raise TrainingError(
-                f"objective became {float(out.loss)} at step {step}; try a lower --lr"
-            )
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if sync is not None:
-            sync.reduce_gradients(module, batch_cells(batch))
-        opt.step()
-        last = step == cfg.steps - 1
-        if step % cfg.eval_every == 0 or last:
+        out = _step(module, opt, batch, cfg, phase=phase, generator=gen, sync=sync, step=step)
+        if step % cfg.eval_every == 0 or step == cfg.steps - 1:
             val = validation_nll(module, data, cfg, np.random.default_rng(val_rng_seed))
             if sync is not None:
                 val = sync.weighted_mean(val, data.n_cells("val"))
@@ -133,7 +115,7 @@ def optimise(
             hist.rows.append(row)
             if progress:
                 progress(step, row)
-            if phase != "relaxed":
+            if phase != "relaxed":  # early stopping watches the exact objective only
                 score = val if np.isfinite(val) else float(out.nll)
                 if score < hist.best_val - 1e-4:
                     hist.best_val, hist.best_step, bad_evals = score, step, 0
@@ -148,10 +130,29 @@ def optimise(
             checkpoint.after_step(step, module, opt, rng, gen, hist, best_state, bad_evals)
     if best_state is not None:
         module.load_state_dict(best_state)
-    elif (
-        hist.rows
-    ):  # no exact phase: the last evaluation (train objective without validation cells)
+    elif hist.rows:  # no exact phase: the last evaluation (train objective without val cells)
         last = hist.rows[-1]
         hist.best_val = last["val_nll"] if np.isfinite(last["val_nll"]) else last["train_nll"]
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _step(module, opt, batch, cfg, *, phase: str, generator, sync, step: int):
+    """One optimisation step on `batch`; returns the LossOutput before the update."""
+    l1 = 0.0 if module.sem.fix_graph else cfg.l1_graph
+    out = module.loss(
+        batch,
+        mode=phase,
+        target_cost=cfg.target_cost,
+        l1_graph=l1,
+        temperature=cfg.temperature,
+        generator=generator,
+    )
+    if not torch.isfinite(out.loss):
+        raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if sync is not None:
+        sync.reduce_gradients(module, batch_cells(batch))
+    opt.step()
+    return out
