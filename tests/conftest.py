@@ -92,3 +92,29 @@ def shared_file(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not available (tests read real data from ../shared/data)")
     return p
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: CPU bit-identity holds at a fixed thread count (subprocesses get
+    OMP_NUM_THREADS=1), and tiny models run much faster without thread hand-offs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_run():
+    """A GimRun trained briefly on the tiny screen (dose, three numeric features), and the screen.
+    Tests must not modify either."""
+    from gimcli.config import DataKeys, TrainConfig
+    from gimcli.training.fitting import fit_run
+    from tests.tiny import tiny_screen
+
+    adata = tiny_screen()
+    keys = DataKeys(dose_key="dose", feature_keys=["f0", "f1", "f2"])
+    run, _ = fit_run(
+        adata, keys=keys, config=TrainConfig(steps=40, eval_every=10, seed=1), device="cpu"
+    )
+    return run, adata

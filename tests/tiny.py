@@ -1,11 +1,11 @@
-"""A tiny numeric-feature screen for the robustness tests: trains in a few seconds."""
+"""A tiny numeric-feature screen for the robustness tests: trains in a few seconds.
+
+Plain helpers, imported by the tests that corrupt or rewrite it (and by bench/robust_messages.py);
+the fixtures live in conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
-import torch
 
 TRAIN_ARGS = ["--dose-key", "dose", "--feature-keys", "f0,f1,f2", "-q"]
 
@@ -28,13 +28,3 @@ def tiny_screen(seed: int = 3):
 def write_tiny(path: Path, seed: int = 3) -> Path:
     tiny_screen(seed).write_h5ad(path)
     return path
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: CPU bit-identity holds at a fixed thread count (subprocesses get
-    OMP_NUM_THREADS=1), and tiny models run much faster without thread hand-offs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

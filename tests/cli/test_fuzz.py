@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.tiny import TRAIN_ARGS, one_thread, tiny_screen  # noqa: F401
+from tests.tiny import TRAIN_ARGS, tiny_screen
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gimcli.provenance import file_sha256
-from tests.tiny import TRAIN_ARGS, one_thread, write_tiny  # noqa: F401
+from tests.tiny import TRAIN_ARGS, write_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import torch
 from gimcli.config import TrainConfig
 from gimcli.errors import CheckpointMismatch, Preempted
 from gimcli.training.checkpoint import Checkpointer
-from tests.tiny import TRAIN_ARGS, one_thread, tiny_screen, write_tiny  # noqa: F401
+from tests.tiny import TRAIN_ARGS, tiny_screen, write_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
