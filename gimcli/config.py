@@ -49,7 +49,7 @@ class TrainConfig:
     l1_graph: float = (
         0.03  # nats per cell per unit |B|; best of 0.003-0.1 on 4 simulated 20-gene systems (bench)
     )
-    # target prior: each used target costs this many nats (a cost on usage, not on pi; DESIGN §2)
+    # target prior: each used target costs this many nats (a cost on usage, not on pi: docs/design.md, "The objective")
     # nats per used target; 1.0 on 3 simulated 20-gene systems: target AUROC/AUPRC 0.944/0.752 vs
     # 0.925/0.621 at 0.5, 0.914/0.767 at 2.0, 0.874/0.715 at 4.0 (bench/RESULTS.md has more)
     target_cost: float = 1.0
