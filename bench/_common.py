@@ -36,8 +36,9 @@ def fit_and_score(adata, mask: np.ndarray, *, cfg: TrainConfig, **keys):
 
 
 def by_kind(per: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Mean of each metric per (kind of held-out context, method); `kinds` maps context label -> kind.
-    The per-context rows ride along in `.attrs["per"]` for the verdicts' paired comparisons."""
+    """Mean of each metric per (kind of held-out context, method); `kinds` maps context label ->
+    kind. The per-context rows ride along in `.attrs["per"]` for the verdicts' paired
+    comparisons."""
     per = per.assign(kind=per["context"].map(kinds))
     per = per[per["kind"].notna()]
     out = per.groupby(["kind", "method"], sort=False)[list(SHOWN)].mean()

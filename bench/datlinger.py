@@ -57,7 +57,8 @@ def run(cfg: TrainConfig) -> dict:
                 "gene": r["condition"],
                 "state": r["perturbation_2"],
                 "n_cells": int(r["n_cells"]),
-                # share of cells in which the KO gene is detected at all: can expression show the KO?
+                # share of cells in which the KO gene is detected at all: can expression show the
+                # KO?
                 "detected_ctrl": float((Xc[:, j] > 0).mean()),
                 "detected_ko": float((X[cells][:, j].toarray() > 0).mean()),
                 "gim_prob": float(post[j]),
@@ -71,14 +72,19 @@ def run(cfg: TrainConfig) -> dict:
     absent = [g for g in MEASURED_KO if g not in genes]
     wall = time.perf_counter() - t0
     md = [
-        f"{adata.n_obs} cells; {len(genes)} modelled genes (the 20 perturbed genes forced in when measured); "
-        f"covariate perturbation_2; identity features. KO genes not in the data: {absent or 'none'}. "
+        f"{adata.n_obs} cells; {len(genes)} modelled genes (the 20 perturbed genes forced in when "
+        "measured); "
+        "covariate perturbation_2; identity features. KO genes not in the data: "
+        f"{absent or 'none'}. "
         f"Learned self-target logit bonus: {float(run_.module.net.self_logit.detach()):.2f}. "
-        "Rank 1 = the highest of all modelled genes; shift_rank ranks |mean shift| / control sd (a DE-style marginal); "
+        "Rank 1 = the highest of all modelled genes; shift_rank ranks |mean shift| / control sd (a "
+        "DE-style marginal); "
         "detected_* = share of control / KO cells with any count of the KO gene.",
         md_table(tab, list(tab.columns), "gene / state"),
-        f"Median GIM rank {np.median(tab['gim_rank']):.0f}, median shift rank {np.median(tab['shift_rank']):.0f} "
-        f"of {len(genes)}; GIM prob > 0.5 in {int((tab['gim_prob'] > 0.5).sum())} of {len(tab)} contexts.",
+        f"Median GIM rank {np.median(tab['gim_rank']):.0f}, median shift rank "
+        f"{np.median(tab['shift_rank']):.0f} "
+        f"of {len(genes)}; GIM prob > 0.5 in {int((tab['gim_prob'] > 0.5).sum())} of {len(tab)} "
+        "contexts.",
     ]
     return {
         "markdown": "\n\n".join(md),

@@ -45,8 +45,10 @@ def run(cfg: TrainConfig) -> dict:
     }
     tab = by_kind(per, kinds)
     md = [
-        f"{adata.n_obs} cells, {len(run_.genes)} modelled genes (of 500), covariate cell_type, identity features. "
-        f"Held out: pairs {HELD_PAIRS}; per line {HELD_IN_LINE}. Training: {int(mask.sum())} cells.",
+        f"{adata.n_obs} cells, {len(run_.genes)} modelled genes (of 500), covariate cell_type, "
+        "identity features. "
+        f"Held out: pairs {HELD_PAIRS}; per line {HELD_IN_LINE}. Training: {int(mask.sum())} "
+        "cells.",
         kind_tables(tab),
     ]
     return {

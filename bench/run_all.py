@@ -29,7 +29,8 @@ BENCH_CFG = {
     "datlinger": TrainConfig(steps=600, n_top_genes=300),
     "sciplex": TrainConfig(),
 }
-# benchmark -> module (sim_cost2 reruns benchmark 1 with the former default target cost 2.0, for tuning)
+# benchmark -> module (sim_cost2 reruns benchmark 1 with the former default target cost 2.0, for
+# tuning)
 MODULE = {
     "sim": "sim",
     "sim_cost2": "sim",
@@ -39,9 +40,12 @@ MODULE = {
 }
 TITLES = {
     "sim": "1. Simulated screens: unseen drugs, doses and combinations; targets and graph",
-    "sim_cost2": "1b. Benchmark 1 again with target_cost = 2.0 (the former default; now 1.0): evidence for the choice",
-    "norman": "2. Norman 2019 / McFaline-Figueroa Perturb-seq: held-out pairs, unseen perturbation per cell line",
-    "datlinger": "3. Datlinger 2017 CROP-seq (raw counts): are the knocked-out genes named as direct targets?",
+    "sim_cost2": "1b. Benchmark 1 again with target_cost = 2.0 (the former default; now 1.0): "
+    "evidence for the choice",
+    "norman": "2. Norman 2019 / McFaline-Figueroa Perturb-seq: held-out pairs, unseen perturbation "
+    "per cell line",
+    "datlinger": "3. Datlinger 2017 CROP-seq (raw counts): are the knocked-out genes named as "
+    "direct targets?",
     "sciplex": "4. sci-Plex-shaped simulation with the real sci-Plex compounds and doses",
 }
 
@@ -60,19 +64,27 @@ def write(
     head = [
         "# gim benchmarks",
         "",
-        f"Produced by `python bench/run_all.py` (or `make bench`); fixed seeds. Total wall time {total / 60:.1f} min "
+        "Produced by `python bench/run_all.py` (or `make bench`); fixed seeds. Total wall time "
+        f"{total / 60:.1f} min "
         + ("" if done else "PARTIAL (not every benchmark has run yet) ")
         + f"on {platform.machine()} CPU, torch threads per process {_common.THREADS}, "
         f"torch {torch.__version__}. {note}"
         + (f" TrainConfig overrides in every benchmark: {sets}." if sets else ""),
         "",
-        "Metrics (gimcli/evaluation/metrics.py): r2_mean = sklearn r2_score over genes of the held-out context's "
-        "mean expression (log-normalised); r2_top20_de = the same on its 20 genes of largest |true change|; "
-        "pearson_delta = Pearson of predicted vs true change against control; mse; energy_distance (Euclidean, "
-        "PCA of training cells, <= 300 cells per side, fixed seed); mmd = RBF MMD² averaged over 4 bandwidths. "
-        "Baselines (gimcli/evaluation/baselines.py): control (no change), perturbed_mean, additive (sum of the "
-        "components' training effects at the nearest dose), ridge (features, features x dose, dose, covariates "
-        "-> mean shift), nearest (effect of the most similar training perturbation), gim_nograph (the GIM refit "
+        "Metrics (gimcli/evaluation/metrics.py): r2_mean = sklearn r2_score over genes of the "
+        "held-out context's "
+        "mean expression (log-normalised); r2_top20_de = the same on its 20 genes of largest |true "
+        "change|; "
+        "pearson_delta = Pearson of predicted vs true change against control; mse; energy_distance "
+        "(Euclidean, "
+        "PCA of training cells, <= 300 cells per side, fixed seed); mmd = RBF MMD² averaged over 4 "
+        "bandwidths. "
+        "Baselines (gimcli/evaluation/baselines.py): control (no change), perturbed_mean, additive "
+        "(sum of the "
+        "components' training effects at the nearest dose), ridge (features, features x dose, "
+        "dose, covariates "
+        "-> mean shift), nearest (effect of the most similar training perturbation), gim_nograph "
+        "(the GIM refit "
         "with B = 0).",
         "",
     ]
@@ -83,7 +95,8 @@ def write(
             f"## {TITLES[name]}",
             "",
             f"Wall time: {r['bench_wall_s']:.0f} s (training steps {cfg.steps}, "
-            f"n_top_genes {cfg.n_top_genes}, target_cost {cfg.target_cost}, l1_graph {cfg.l1_graph}; "
+            f"n_top_genes {cfg.n_top_genes}, target_cost {cfg.target_cost}, l1_graph "
+            f"{cfg.l1_graph}; "
             "other TrainConfig values at their defaults).",
             "",
             r["markdown"],

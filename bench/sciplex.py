@@ -55,13 +55,19 @@ def run(cfg: TrainConfig) -> dict:
     tab = by_kind(per, kinds)
     t = res.summary["targets"]
     md = [
-        f"{N_DRUGS} sci-Plex compounds (random, seed {SEED}) x doses {[f'{d:g}' for d in doses]} nM, 30 genes, "
-        f"cyclic graph, 30 cells per condition. Held out: {held} and dose {HELD_DOSE:g} of the others.",
+        f"{N_DRUGS} sci-Plex compounds (random, seed {SEED}) x doses {[f'{d:g}' for d in doses]} "
+        "nM, 30 genes, "
+        f"cyclic graph, 30 cells per condition. Held out: {held} and dose {HELD_DOSE:g} of the "
+        "others.",
         kind_tables(tab),
-        f"Targets: training AUROC {t['gim']['train']['auroc']:.3f} / AUPRC {t['gim']['train']['auprc']:.3f} "
-        f"(B = 0: {t['gim_nograph']['train']['auroc']:.3f} / {t['gim_nograph']['train']['auprc']:.3f}; "
-        f"largest shift: {t['largest_mean_shift']['train']['auroc']:.3f} / {t['largest_mean_shift']['train']['auprc']:.3f}); "
-        f"held-out contexts pi AUROC {t['gim']['heldout']['auroc']:.3f} / AUPRC {t['gim']['heldout']['auprc']:.3f}; "
+        f"Targets: training AUROC {t['gim']['train']['auroc']:.3f} / AUPRC "
+        f"{t['gim']['train']['auprc']:.3f} "
+        f"(B = 0: {t['gim_nograph']['train']['auroc']:.3f} / "
+        f"{t['gim_nograph']['train']['auprc']:.3f}; "
+        f"largest shift: {t['largest_mean_shift']['train']['auroc']:.3f} / "
+        f"{t['largest_mean_shift']['train']['auprc']:.3f}); "
+        f"held-out contexts pi AUROC {t['gim']['heldout']['auroc']:.3f} / AUPRC "
+        f"{t['gim']['heldout']['auprc']:.3f}; "
         f"graph AUROC {t['gim']['graph']['auroc']:.3f}.",
     ]
     return {

@@ -85,12 +85,16 @@ def run(cfg: TrainConfig) -> dict:
     mean_row = {c: mean_std(tt[c].tolist()) for c in tt.columns}
     md = [
         f"Systems: {', '.join(f'{g} seed {s}' for g, s in SYSTEMS)}; {SIZES['n_genes']} genes, "
-        f"{SIZES['n_drugs']} drugs x {len(SIZES['doses'])} doses, {SIZES['n_combos']} pairs, {SIZES['n_cells']} cells per "
-        f"condition; numeric drug features. Held out: dose {HELD_DOSE:g} of every drug, drugs {HELD_DRUGS}, every pair. "
+        f"{SIZES['n_drugs']} drugs x {len(SIZES['doses'])} doses, {SIZES['n_combos']} pairs, "
+        f"{SIZES['n_cells']} cells per "
+        f"condition; numeric drug features. Held out: dose {HELD_DOSE:g} of every drug, drugs "
+        f"{HELD_DRUGS}, every pair. "
         "Metrics are means over held-out contexts of all systems.",
         kind_tables(tab),
-        "**Direct targets and graph** (training contexts; AUROC/AUPRC of the posterior target probability; "
-        "'largest shift' ranks genes by |mean shift| / control sd, which cannot tell direct from downstream; "
+        "**Direct targets and graph** (training contexts; AUROC/AUPRC of the posterior target "
+        "probability; "
+        "'largest shift' ranks genes by |mean shift| / control sd, which cannot tell direct from "
+        "downstream; "
         "held-out = pi(features) of held-out contexts)",
         md_table(tt.drop(columns=["wall_s"]), [c for c in tt.columns if c != "wall_s"], "system"),
         "mean ± sd: " + ", ".join(f"{k} {v}" for k, v in mean_row.items() if k != "wall_s"),

@@ -1,4 +1,4 @@
-"""Direct targets per perturbation (with probabilities and shifts) vs downstream genes; the graph."""
+"""Direct targets per perturbation (probabilities and shifts) vs downstream genes; the graph."""
 
 from __future__ import annotations
 

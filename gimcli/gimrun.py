@@ -168,9 +168,9 @@ class GimRun:
         """Per request (condition, dose, <covariates>) and component: target probability and shift.
 
         A request that is a training context takes that context's exact posterior; otherwise each
-        component measured alone in training at the same dose and covariate group takes the posterior
-        of that single context (a component's intervention is shared by every context it is in), and
-        the rest take the network's prior pi(features), m(features)."""
+        component measured alone in training at the same dose and covariate group takes the
+        posterior of that single context (a component's intervention is shared by every context it
+        is in), and the rest take the network's prior pi(features), m(features)."""
         comps = [split_components(c) for c in requests["condition"]]
         doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
@@ -262,7 +262,8 @@ class GimRun:
         if not isinstance(meta, dict) or meta.get("format_version") != MODEL_FORMAT_VERSION:
             got = meta.get("format_version") if isinstance(meta, dict) else None
             raise CheckpointMismatch(
-                f"{meta_p}: model format {got!r}, this gim {__version__} reads format {MODEL_FORMAT_VERSION}; retrain"
+                f"{meta_p}: model format {got!r}, this gim {__version__} reads format "
+                f"{MODEL_FORMAT_VERSION}; retrain"
             )
         want = meta.get("weights_sha256")
         if want is not None and file_sha256(w_p) != want:
@@ -279,7 +280,8 @@ class GimRun:
             ) from e
         except Exception as e:  # truncated file, wrong format
             raise ModelError(
-                f"{w_p}: cannot load weights safely ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+                f"{w_p}: cannot load weights safely ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160]})"
             ) from e
         if not isinstance(t, dict):
             raise ModelError(f"{w_p}: expected a dict of tensors")
@@ -305,7 +307,8 @@ class GimRun:
             )
         except _MISMATCH as e:
             raise ModelError(
-                f"{run_dir}: model files do not match each other ({type(e).__name__}: {str(e)[:160]})"
+                f"{run_dir}: model files do not match each other ({type(e).__name__}: "
+                f"{str(e)[:160]})"
             ) from e
         return run
 

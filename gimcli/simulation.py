@@ -27,7 +27,7 @@ BUILTIN_SMILES = {
     "Methotrexate": "CN(CC1=CN=C2C(=N1)C(=NC(=N2)N)N)C3=CC=C(C=C3)C(=O)NC(CCC(=O)O)C(=O)O",
     "Metformin": "CN(C)C(=N)N=C(N)N",
     "Tamoxifen": "CCC(=C(C1=CC=CC=C1)C2=CC=C(C=C2)OCCN(C)C)C3=CC=CC=C3",
-    "Nutlin-3": "CC(C)OC1=C(C=CC(=C1)OC)C2=NC(C(N2C(=O)N3CCNC(=O)C3)C4=CC=C(C=C4)Cl)C5=CC=C(C=C5)Cl",
+    "Nutlin-3": "CC(C)OC1=C(C=CC(=C1)OC)C2=NC(C(N2C(=O)N3CCNC(=O)C3)C4=CC=C(C=C4)Cl)C5=CC=C(C=C5)Cl",  # noqa: E501 (a SMILES reads as one string)
     "Trametinib": "CC1=C2C(=C(N(C1=O)C)NC3=C(C=C(C=C3)I)F)C(=O)N(C(=O)N2C4=CC=CC(=C4)NC(=O)C)C5CC5",
     "Sorafenib": "CNC(=O)C1=NC=CC(=C1)OC2=CC=C(C=C2)NC(=O)NC3=CC(=C(C=C3)Cl)C(F)(F)F",
     "Valproic acid": "CCCC(CCC)C(=O)O",
@@ -111,7 +111,8 @@ def simulate(
 
     if n_combos > n_drugs * (n_drugs - 1) // 2:
         raise ValueError(
-            f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} exist"
+            f"{n_combos} pairs asked of {n_drugs} drugs: at most {n_drugs * (n_drugs - 1) // 2} "
+            "exist"
         )
     # One generator drives every draw, in this order: graph, noise sds, features, rules, EC50s,
     # cell-line baselines, pairs, then the cells' noise (the order fixes the data of a seed).

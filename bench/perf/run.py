@@ -103,7 +103,7 @@ def csr_bytes(path: Path) -> dict:
 
 
 def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
-    """`gim train --json` in a fresh process tree; returns (summary, wall s, peak RSS bytes, CPU s)."""
+    """`gim train --json` in a fresh process tree: (summary, wall s, peak RSS bytes, CPU s)."""
     feats = ",".join(f"f{i}" for i in range(N_FEATURES))
     gim = [
         "-m",
@@ -157,8 +157,11 @@ def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
 
 
 def baseline_rss() -> int:
-    """Peak RSS of a process that only imports what `gim train` imports (interpreter, torch, scanpy)."""
-    code = "import torch, scanpy, anndata, gimcli.cli.train, gimcli.training.fitting, gimcli.training.outputs"
+    """Peak RSS of a process that only imports what `gim train` imports (torch, scanpy, ...)."""
+    code = (
+        "import torch, scanpy, anndata, gimcli.cli.train, gimcli.training.fitting, "
+        "gimcli.training.outputs"
+    )
     p = subprocess.Popen([sys.executable, "-c", code])
     _, _, usage = os.wait4(p.pid, 0)
     return usage.ru_maxrss * 1024
@@ -290,25 +293,35 @@ def write_results(path: Path, rows: list[dict]) -> None:
         "# gim performance benchmark",
         "",
         "Made by `bench/perf/run.py` from `results.jsonl` (one line per run; rerun to add rows).",
-        "Screens: `gim simulate --counts`, 3 cell lines x 4 doses, ~5% controls, numeric drug features;",
-        "`train` with default config unless noted. Times in seconds; `prepare` = preprocess + statistics;",
-        "`cells/s` = training cells whose statistics enter a step x steps/s (steady state, 2nd half);",
+        "Screens: `gim simulate --counts`, 3 cell lines x 4 doses, ~5% controls, numeric drug "
+        "features;",
+        "`train` with default config unless noted. Times in seconds; `prepare` = preprocess + "
+        "statistics;",
+        "`cells/s` = training cells whose statistics enter a step x steps/s (steady state, 2nd "
+        "half);",
         "`to best` = time to the best validation step; RSS = peak of the train process;",
         "CSR = the file's X as float32 CSR in memory; `(RSS - imports)/CSR` discounts the RSS of a",
-        "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small screens.",
-        "`CPU time` = user + system seconds of the train process: on a shared machine, a better guide",
-        "than wall time to what a quiet one needs. TFLOP/s counts the step's matmuls and slogdet only.",
+        "process that only imports torch, scanpy and gim (~0.5 GiB), which dominates small "
+        "screens.",
+        "`CPU time` = user + system seconds of the train process: on a shared machine, a better "
+        "guide",
+        "than wall time to what a quiet one needs. TFLOP/s counts the step's matmuls and slogdet "
+        "only.",
         "",
         "Rerun (quiet 2-core CPU, then one GPU):",
         "",
-        "    python bench/perf/run.py --cells 50000 --genes 1000 --conditions 500 --label 'CPU target'",
-        "    python bench/perf/run.py --cells 50000,300000,1000000 --genes 2000 --conditions 2000 \\",
+        "    python bench/perf/run.py --cells 50000 --genes 1000 --conditions 500 --label 'CPU "
+        "target'",
+        "    python bench/perf/run.py --cells 50000,300000,1000000 --genes 2000 --conditions 2000 "
+        "\\",
         "        --device cuda --precision tf32 --label 'GPU targets'",
         "",
     ]
     hdr = (
-        "| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching | procs | steps "
-        "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
+        "| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching "
+        "| procs | steps "
+        "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS "
+        "GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
         "| TFLOP/s (ratio to matmul peak) |"
     )
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
@@ -322,10 +335,14 @@ def write_results(path: Path, rows: list[dict]) -> None:
             f" ({x['flops_ratio']:.0%})" if x.get("flops_ratio") else ""
         )
         lines.append(
-            f"| {m['date']} | {mach} | {r.get('label', '')} | {x['cells']:,} x {x['genes_in']:,} ({x['genes']:,}) "
-            f"| {x['contexts']:,} | {x['device']} | {x['precision']} | {x['batching']} | {x['nproc']} "
-            f"| {x['steps_run']} | {x['wall_s']:.1f} | {x.get('cpu_s', float('nan')):.0f} | {x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
-            f"| {x['write_s']:.1f} | {x['time_to_best_s']:.1f} | {x['cells_per_s']:,.0f} | {x['peak_rss_bytes'] / gb:.2f} "
+            f"| {m['date']} | {mach} | {r.get('label', '')} | {x['cells']:,} x {x['genes_in']:,} "
+            f"({x['genes']:,}) "
+            f"| {x['contexts']:,} | {x['device']} | {x['precision']} | {x['batching']} | "
+            f"{x['nproc']} "
+            f"| {x['steps_run']} | {x['wall_s']:.1f} | {x.get('cpu_s', float('nan')):.0f} | "
+            f"{x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
+            f"| {x['write_s']:.1f} | {x['time_to_best_s']:.1f} | {x['cells_per_s']:,.0f} | "
+            f"{x['peak_rss_bytes'] / gb:.2f} "
             f"| {x['csr_bytes'] / gb:.2f} | {x['data_rss_over_csr']:.2f} | {gpu} | {fl} |"
         )
     lines += ["", "Versions of each run:", ""]
@@ -333,7 +350,8 @@ def write_results(path: Path, rows: list[dict]) -> None:
         m = r["machine"]
         lines.append(
             f"- {m['date']}: commit {m['commit']}, python {m['python']}, torch {m['torch']}, "
-            f"numpy {m['numpy']}, scipy {m['scipy']}, anndata {m['anndata']}, scanpy {m['scanpy']}; "
+            f"numpy {m['numpy']}, scipy {m['scipy']}, anndata {m['anndata']}, scanpy "
+            f"{m['scanpy']}; "
             f"{m['cpu']}, {m['ram_gib']} GiB RAM"
         )
     path.write_text("\n".join(lines) + "\n")

@@ -64,9 +64,12 @@ def main() -> int:
     lines = [
         "# Ablations",
         "",
-        f"`python bench/studies/ablations.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): benchmarks 1, 2 "
-        "and 4 of bench/RESULTS.md rerun with one TrainConfig change each (full tables in bench/ablations/). "
-        "R² and energy distance of GIM on held-out contexts; target and graph AUROC/AUPRC on training contexts "
+        f"`python bench/studies/ablations.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU "
+        "cores): benchmarks 1, 2 "
+        "and 4 of bench/RESULTS.md rerun with one TrainConfig change each (full tables in "
+        "bench/ablations/). "
+        "R² and energy distance of GIM on held-out contexts; target and graph AUROC/AUPRC on "
+        "training contexts "
         "(simulated: mean over the 4 systems).",
         "",
         "| variant | " + " | ".join(cols) + " |",

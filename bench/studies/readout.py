@@ -1,5 +1,6 @@
 """Study: the predicted mean A^{-1}(b + E[u]) against the MAP read-out A^{-1}(b + u with the
-targets of prob > 0.5), on held-out pairs and held-out doses of the simulation (GimRun.interventions:
+targets of prob > 0.5), on held-out pairs and held-out doses of the simulation
+(GimRun.interventions:
 posteriors of measured components, else the network's prior).
     python bench/studies/readout.py
 """

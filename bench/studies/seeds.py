@@ -45,18 +45,22 @@ def main() -> int:
     lines = [
         "# Seeds",
         "",
-        f"`python bench/studies/seeds.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU cores): "
+        f"`python bench/studies/seeds.py` ({(time.perf_counter() - t0) / 60:.1f} min on 2 CPU "
+        "cores): "
         "benchmarks 2 and 4 with training seeds "
         + ", ".join(map(str, SEEDS))
         + " (the GIM and the B = 0 GIM are "
-        "retrained; data, split and the other baselines are fixed). GIM vs the best baseline of that run.",
+        "retrained; data, split and the other baselines are fixed). GIM vs the best baseline of "
+        "that run.",
         "",
-        "| benchmark | seed | R² (GIM vs best) | GIM >= best | energy (GIM vs best) | GIM <= best |",
+        "| benchmark | seed | R² (GIM vs best) | GIM >= best | energy (GIM vs best) | GIM <= best "
+        "|",
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["benchmark"], r["seed"])):
         lines.append(
-            f"| {r['benchmark']} | {r['seed']} | {r['r2_mean']} | {'yes' if r['r2_mean_ok'] else 'no'} | "
+            f"| {r['benchmark']} | {r['seed']} | {r['r2_mean']} | "
+            f"{'yes' if r['r2_mean_ok'] else 'no'} | "
             f"{r['energy_distance']} | {'yes' if r['energy_distance_ok'] else 'no'} |"
         )
     (HERE / "SEEDS.md").write_text("\n".join(lines) + "\n")

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("GIM_DEBUG"):
             raise
         typer.echo(
-            f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a trace)",
+            f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a "
+            "trace)",
             err=True,
         )
         return 1

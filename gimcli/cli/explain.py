@@ -12,7 +12,8 @@ from gimcli.cli._common import parse_floats, parse_kv, setup_logging, split_list
 
 
 @app.command(
-    help="Direct targets per perturbation (probability, signed shift) and downstream genes; or the learned graph."
+    help="Direct targets per perturbation (probability, signed shift) and downstream genes; "
+    "or the learned graph."
 )
 def explain(
     run_dir: Path = typer.Argument(..., help="Run directory written by `gim train`."),
@@ -89,7 +90,8 @@ def explain(
 
             if len(req) > 24:
                 raise InputError(
-                    f"--plot draws at most 24 conditions ({len(req)} selected); narrow with --conditions/--covariate"
+                    f"--plot draws at most 24 conditions ({len(req)} selected); narrow with "
+                    "--conditions/--covariate"
                 )
             png = targets_bars(df, label_cols=["condition", "dose", *run.cov_keys])
             with atomic_path(plot) as tmp:

@@ -21,7 +21,8 @@ log = logging.getLogger("gimcli.cli.predict")
 
 
 @app.command(
-    help="Predict the cells of perturbations, measured or not (new drugs, doses, combinations, cell lines)."
+    help="Predict the cells of perturbations, measured or not (new drugs, doses, combinations, "
+    "cell lines)."
 )
 def predict(
     run_dir: Path = typer.Argument(..., help="Run directory written by `gim train`."),
@@ -30,7 +31,8 @@ def predict(
         None,
         "--features",
         "--drug-features",
-        help="CSV: name + smiles (or the numeric feature columns), optional dose and covariate columns.",
+        help="CSV: name + smiles (or the numeric feature columns), optional dose and covariate "
+        "columns.",
     ),
     conditions: str | None = typer.Option(
         None, help="Comma list of perturbations/combinations (A+B) the model knows."

@@ -30,7 +30,8 @@ def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
     if vals.size and vals.min() < 0:
         i = int(np.argmin(vals))
         raise InputError(
-            f"{where}: contains negative values (min {vals[i]:.3g} at {locate(X, i, obs_names, var_names)}); "
+            f"{where}: contains negative values (min {vals[i]:.3g} at "
+            f"{locate(X, i, obs_names, var_names)}); "
             "expected counts or log-normalised expression (scaled/centred data cannot be used)"
         )
 
@@ -57,7 +58,7 @@ def first_non_integer(vals: np.ndarray, *, chunk: int = 1 << 22) -> int:
 
 
 # log1p of any normalised expression stays far below this (log1p(1e6 CPM) = 13.8): larger
-# non-integer values mean normalised-but-not-logged or corrected counts, neither of which we can use.
+# non-integer values mean normalised-but-not-logged or corrected counts; neither can be used.
 _MAX_LOG_VALUE = 30.0
 
 
@@ -84,7 +85,8 @@ def check_scale(X, is_counts: bool, *, where: str, obs_names=None, var_names=Non
         i = first_non_integer(vals)
         raise InputError(
             f"{where}: non-integer values up to {vals.max():.4g} (e.g. {vals[i]:.4g} at "
-            f"{locate(X, i, obs_names, var_names)}): neither integer counts nor log-normalised data; "
+            f"{locate(X, i, obs_names, var_names)}): neither integer counts nor log-normalised "
+            "data; "
             "round corrected counts or give log1p-normalised data"
         )
 
@@ -106,7 +108,7 @@ def check_counts_layer(X, is_counts: bool, *, where: str, obs_names=None, var_na
 def check_expression(
     X, *, where: str, obs_names=None, var_names=None, counts_layer: bool = False
 ) -> bool:
-    """Every check on a whole matrix (or the first chunk of one); returns whether it holds counts."""
+    """Every check on a matrix (or its first chunk); returns whether it holds counts."""
     names = {"obs_names": obs_names, "var_names": var_names}
     check_values(X, where=where, **names)
     is_counts = looks_like_counts(X)

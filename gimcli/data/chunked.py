@@ -109,7 +109,8 @@ def preprocess_chunked(
 
     if hvg_flavor != "seurat":
         raise InputError(
-            f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use seurat"
+            f"hvg flavor {hvg_flavor!r} is not available when reading in chunks (--backed); use "
+            "seurat"
         )
     n_obs, n_genes = X.shape
     first = next(row_chunks(X, chunk_nnz=DETECT_SAMPLE))[1]

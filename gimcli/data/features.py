@@ -121,7 +121,8 @@ class FeatureSpec:
         unknown = [n for n in descriptors if n not in rows]
         if unknown:
             raise ModelError(
-                f"identity features cannot describe perturbations not seen in training: {unknown[:10]}"
+                "identity features cannot describe perturbations not seen in training: "
+                f"{unknown[:10]}"
             )
         eye = np.eye(len(self.components), dtype=np.float32)
         return {n: eye[rows[n]] for n in descriptors}

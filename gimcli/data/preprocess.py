@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from gimcli.data.checks import check_expression
@@ -65,9 +66,12 @@ def preprocess(
         )
         how = " in chunks"
     else:
-        Xout, is_counts, keep = _preprocess_in_memory(
-            adata, X, source=source, counts_layer=counts_layer, hvg_flavor=hvg_flavor, **options
+        X = as_csr32(X)
+        names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
+        is_counts = check_expression(
+            X, where=source, counts_layer=counts_layer is not None, **names
         )
+        Xout, keep = _normalise_and_select(X, adata.var_names, is_counts, hvg_flavor, options)
         how = ""
     genes = adata.var_names if keep is None else adata.var_names[keep]
     info = PreprocessInfo(
@@ -90,40 +94,22 @@ def preprocess(
     return Xout, info
 
 
-def _preprocess_in_memory(
-    adata: ad.AnnData,
-    X,
-    *,
-    source: str,
-    counts_layer: str | None,
-    n_top_genes: int,
-    hvg_flavor: str,
-    target_sum: float,
-    force_genes: list[str] | None,
-) -> tuple[sp.csr_matrix, bool, np.ndarray | None]:
-    """scanpy on the whole matrix: (CSR over kept genes, counts?, kept-gene mask or None)."""
+def _normalise_and_select(X, var_names, is_counts: bool, flavor: str, options: dict):
+    """scanpy on the whole matrix (X is this module's own copy, so scanpy may work in place):
+    the CSR over the kept genes and the kept-gene mask (None when every gene is kept)."""
     import scanpy as sc
 
-    X = as_csr32(X)
-    is_counts = check_expression(
-        X,
-        where=source,
-        obs_names=adata.obs_names,
-        var_names=adata.var_names,
-        counts_layer=counts_layer is not None,
-    )
-    # X is already this function's own copy (astype copies), so scanpy may work on it in place.
-    tmp = ad.AnnData(X=X, var=adata.var[[]].copy())
+    tmp = ad.AnnData(X=X, var=pd.DataFrame(index=var_names))
     if is_counts:
-        sc.pp.normalize_total(tmp, target_sum=target_sum)
+        sc.pp.normalize_total(tmp, target_sum=options["target_sum"])
         sc.pp.log1p(tmp)
     keep = None
-    if tmp.n_vars > n_top_genes:
-        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor=hvg_flavor)
+    if tmp.n_vars > options["n_top_genes"]:
+        sc.pp.highly_variable_genes(tmp, n_top_genes=options["n_top_genes"], flavor=flavor)
         hvg = tmp.var["highly_variable"].to_numpy()
-        keep = with_forced_genes(hvg, tmp.var_names, force_genes)
+        keep = with_forced_genes(hvg, tmp.var_names, options["force_genes"])
         tmp = tmp[:, keep]
-    return sp.csr_matrix(tmp.X, dtype=np.float32), is_counts, keep
+    return sp.csr_matrix(tmp.X, dtype=np.float32), keep
 
 
 def as_csr32(X) -> sp.csr_matrix:
@@ -171,7 +157,8 @@ def transform_new(
     missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
     if len(missing) > max_missing * len(info.genes):
         raise ModelError(
-            f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from var_names "
+            f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from "
+            "var_names "
             f"(more than {max_missing:.0%}): {missing[:20]}"
             + (" ..." if len(missing) > 20 else "")
             + "; use the same gene identifiers as in training"

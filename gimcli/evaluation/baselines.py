@@ -14,7 +14,7 @@ distribution metrics are the training control cells of the context's covariate g
   cov = covariate one-hot; the penalty is chosen by leave-one-out (RidgeCV).
 - nearest: p = c + sum over components of the training effect of the most similar training
   component (Tanimoto on fingerprints, cosine otherwise), at the nearest dose as in additive.
-- gim_nograph: the GIM refit with B = 0 (TrainConfig(fix_graph=True)); see gimcli.evaluation.heldout.
+- gim_nograph: the GIM refit with B = 0 (TrainConfig(fix_graph=True)); gimcli.evaluation.heldout.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class TrainReference:
     def build(
         cls, X: sp.csr_matrix, table: pd.DataFrame, cell_context: np.ndarray, cov_keys: list[str]
     ) -> TrainReference:
-        """`table`/`cell_context` as built by gimcli.data.contexts.build_contexts on training cells."""
+        """`table`/`cell_context` as gimcli.data.contexts.build_contexts makes them on training
+        cells."""
         groups = [_key(r, cov_keys) for _, r in table.iterrows()]
         ctrl_rows: dict[tuple, list] = {}
         pert_rows: dict[tuple, list] = {}
@@ -105,7 +106,8 @@ class TrainReference:
         return self.X[rows].toarray().astype(float)
 
     def component_effect(self, comp: str, dose: float, g: tuple) -> np.ndarray | None:
-        """Training effect (mean - control) of one component alone at its nearest dose (log scale)."""
+        """Training effect (mean - control) of one component alone at its nearest dose (log
+        scale)."""
         c = self.contexts
         single = np.array([cl == [comp] for cl in c["components"]], bool)
         if not single.any():
@@ -147,7 +149,8 @@ def predict_nearest(
     features: dict[str, np.ndarray],
     similarity,
 ) -> np.ndarray:
-    """`features`: every training and test component; `similarity(a, b)` as FeatureSpec.similarity."""
+    """`features`: every training and test component; `similarity(a, b)` as
+    FeatureSpec.similarity."""
     singles = sorted({cl[0] for cl in ref.contexts["components"] if len(cl) == 1})
     if not singles:
         return np.full(ref.X.shape[1], np.nan)

@@ -30,13 +30,17 @@ HIGHER_IS_BETTER = {
     "mmd": False,
 }
 DEFINITIONS = {
-    "r2_mean": "sklearn r2_score(y, p) over genes: 1 - sum_j (y_j - p_j)^2 / sum_j (y_j - mean(y))^2",
+    "r2_mean": "sklearn r2_score(y, p) over genes: "
+    "1 - sum_j (y_j - p_j)^2 / sum_j (y_j - mean(y))^2",
     "r2_top20_de": "r2_score(y[D], p[D]), D = the 20 genes with largest |y_j - c_j|",
-    "pearson_delta": "Pearson correlation over genes of y - c and p - c (NaN when p - c is constant)",
+    "pearson_delta": "Pearson correlation over genes of y - c and p - c "
+    "(NaN when p - c is constant)",
     "mse": "mean over genes of (y_j - p_j)^2",
-    "energy_distance": "2 E|X-Y| - E|X-X'| - E|Y-Y'| (Euclidean, V-statistic) in training-cell PCA space, "
+    "energy_distance": "2 E|X-Y| - E|X-X'| - E|Y-Y'| (Euclidean, V-statistic) "
+    "in training-cell PCA space, "
     f"at most {MAX_CELLS} cells per side subsampled with a fixed seed",
-    "mmd": "mean over bandwidths h of MMD^2 = E k(X,X') + E k(Y,Y') - 2 E k(X,Y), k = exp(-|x-y|^2 / (2 h^2)), "
+    "mmd": "mean over bandwidths h of MMD^2 = E k(X,X') + E k(Y,Y') - 2 E k(X,Y), "
+    "k = exp(-|x-y|^2 / (2 h^2)), "
     f"h = {MMD_BANDWIDTH_FACTORS} x median pairwise distance of training cells (V-statistic)",
 }
 
@@ -119,7 +123,8 @@ def median_distance(X: np.ndarray, *, max_cells: int = 1000, seed: int = 0) -> f
 
 
 class PCASpace:
-    """A PCA fitted on training cells (centred, no scaling): the space of the distribution metrics."""
+    """A PCA fitted on training cells (centred, no scaling): where the distribution metrics are
+    computed."""
 
     def __init__(self, X_train: np.ndarray, *, n_comps: int = 50, seed: int = 0):
         X = subsample(X_train, max_cells=20_000, seed=seed)

@@ -1,4 +1,4 @@
-"""Train/test splits of a screen that reflect use: unseen conditions, doses, combinations, cell lines.
+"""Train/test splits that reflect use: unseen conditions, doses, combinations, cell lines.
 
 Every split returns a boolean *train* mask over cells. Control cells always stay in training
 (they standardise every covariate group and are the reference of every metric).
@@ -72,7 +72,8 @@ def train_mask(
             bad = sorted(set(v) - _TRAIN_VALUES - _TEST_VALUES)
             if bad:
                 raise InputError(
-                    f"split column {holdout.split_key!r}: values {bad[:5]} are neither train nor test"
+                    f"split column {holdout.split_key!r}: values {bad[:5]} are neither train nor "
+                    "test"
                 )
             train = v.isin(_TRAIN_VALUES).to_numpy()
         return _checked(train | is_ctrl, is_ctrl)
@@ -108,7 +109,8 @@ def train_mask(
             missing = sorted(set(holdout.combinations) - set(pert[is_combo]))
             if missing:
                 raise InputError(
-                    f"--holdout-combinations: {missing[:10]} are not combinations in obs[{perturbation_key!r}]"
+                    f"--holdout-combinations: {missing[:10]} are not combinations in "
+                    f"obs[{perturbation_key!r}]"
                 )
             held |= pert.isin(holdout.combinations).to_numpy()
     if holdout.covariate is not None:
@@ -117,7 +119,8 @@ def train_mask(
         in_value = (cov == value).to_numpy()
         if not in_value.any():
             raise InputError(
-                f"--holdout-covariate {key}={value}: no cell has this value (have {sorted(cov.unique())[:10]})"
+                f"--holdout-covariate {key}={value}: no cell has this value (have "
+                f"{sorted(cov.unique())[:10]})"
             )
         held = (held & in_value) if held.any() else in_value
     return _checked(~held | is_ctrl, is_ctrl)

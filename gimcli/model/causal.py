@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
-# Floor of the noise sd (standardised units, where the pooled within-context sd is 1): a gene constant
-# in every context (a forced-in gene never detected) would otherwise let sigma -> 0 and the
+# Floor of the noise sd (standardised units, where the pooled within-context sd is 1): a gene
+# constant in every context (a forced-in gene never detected) would otherwise let sigma -> 0 and the
 # likelihood -> +inf.
 LOG_SIGMA_MIN = math.log(1e-2)
 

@@ -3,7 +3,8 @@
 For a context k with n_k cells and residuals r_i = A x_i - b, the targets of its components are
 integrated out per gene (all cells of a context share one intervention):
 
-  log p(X_k) = n_k log|det A| + sum_j logsumexp_S [ log w_S,j + sum_i log N(r_ij; mu_S,j, s_j^2) - c|S| ]
+  log p(X_k) = n_k log|det A|
+               + sum_j logsumexp_S [ log w_S,j + sum_i log N(r_ij; mu_S,j, s_j^2) - c|S| ]
 
 over subsets S of the context's components that target gene j (2 terms for a single perturbation,
 4 for a pair), with w_S the Bernoulli prior weight, mu_S = sum_{c in S} m_c (shifts add), and c the
@@ -13,7 +14,8 @@ Hierarchical spike-and-slab shifts (`log_tau`, `log_spike`): a context's shift i
 u_j ~ N(mu_S,j, spike_j^2 + |S| tau_j^2) (mu = 0 for the empty set S), and integrated out in closed
 form. The evidence for a target then rests on the context's own mean residual, not on the network
 having learned its shift yet: with u = mu exactly, a gene whose shift the network has not learned
-gets posterior ~0, hence no gradient to learn that shift, and stays a missed target (bench/NOTES.md).
+gets posterior ~0, hence no gradient to learn that shift, and stays a missed target
+(bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def relaxed_loglik(
     log_tau=None,
     log_spike=None,
 ):
-    """One-sample relaxed-Bernoulli (Gumbel-sigmoid) estimate of E_{z ~ pi}[log p(X | z)] - c E|z|."""
+    """One-sample relaxed-Bernoulli (Gumbel-sigmoid) estimate of
+    E_{z ~ pi}[log p(X | z)] - c E|z|."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     u = u.clamp(1e-6, 1 - 1e-6)
     z = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)

@@ -235,7 +235,8 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] |
         ) from e
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(
-            f"{path}: checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+            f"{path}: checkpoint format "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
             f"this gim {__version__} reads format {CHECKPOINT_FORMAT}; delete it to start over"
         )
     diff = _first_difference(meta.get("fingerprint", {}), fingerprint)

@@ -40,7 +40,7 @@ def local_device(device: torch.device) -> torch.device:
 
 
 class DataParallel:
-    """The process group and the few collective operations the trainer needs."""
+    """The process group and the few collective operations the training loop needs."""
 
     def __init__(self, device: torch.device):
         self.device = device

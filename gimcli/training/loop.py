@@ -52,7 +52,8 @@ def validation_nll(
 
 
 def optimizer(module: GIMModule, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; the network's weight matrices (not its biases, nor the SEM) get decoupled weight decay."""
+    """AdamW: decoupled weight decay on the network's weight matrices only (not its biases, nor
+    the SEM)."""
     decay = [p for n, p in module.net.named_parameters() if p.requires_grad and p.ndim == 2]
     ids = {id(p) for p in decay}
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
@@ -78,8 +79,8 @@ def optimise(
     """Optimise `module` in place; it ends holding the state with the best validation objective
     of the exact phase (or the last state when there are no validation cells).
 
-    `checkpoint` (a gimcli.training.checkpoint.Checkpointer) restores the loop state before the first
-    step and may save it (and stop, on a signal) after each step. With `sync` (torchrun),
+    `checkpoint` (a gimcli.training.checkpoint.Checkpointer) restores the loop state before the
+    first step and may save it (and stop, on a signal) after each step. With `sync` (torchrun),
     gradients and validation objectives are combined over processes."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

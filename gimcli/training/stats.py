@@ -97,7 +97,8 @@ def split_stats(
 
 
 class FullStats:
-    """Stands in for TrainData in the trainer: every 'sample' is the whole split's statistics.
+    """Stands in for TrainData in the training loop: every 'sample' is the whole split's
+    statistics.
 
     Posteriors after training come from the same sums over all cells (`all_cells`).
     """
@@ -136,7 +137,7 @@ class FullStats:
 
 
 def step_data(data: TrainData, cfg, *, contexts: np.ndarray | None = None) -> TrainData | FullStats:
-    """What the trainer draws its steps from, per `cfg.batching` and `cfg.precision`;
+    """What the loop draws its steps from, per `cfg.batching` and `cfg.precision`;
     `contexts`: this process's shard under torchrun (all contexts otherwise)."""
     data.precision = cfg.precision
     if contexts is not None:

@@ -213,7 +213,8 @@ def test_empty_truncated_and_non_h5ad_files(gim, tmp_path):
 
 
 def write_legacy_h5ad(path):
-    """The pre-0.7 AnnData layout (obs/var as compound datasets, dense X) that anndata still reads."""
+    """The pre-0.7 AnnData layout (obs/var as compound datasets, dense X), which anndata still
+    reads."""
     a = tiny_screen()
     obs = a.obs
     dt = [

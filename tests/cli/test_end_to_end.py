@@ -1,4 +1,5 @@
-"""train -> predict -> explain through the real entry point, on SMILES drugs with pairs and cell lines."""
+"""train -> predict -> explain through the real entry point, on SMILES drugs with pairs and cell
+lines."""
 
 from __future__ import annotations
 
@@ -241,7 +242,8 @@ def test_simulate_writes_truth(gim, tmp_path):
 
 
 def test_predicted_cells_are_control_cells_moved_by_the_propagated_effect(trained):
-    """noise='controls': each cell = a stored control cell + sd * A^{-1} u (the SEM counterfactual)."""
+    """noise='controls': each cell = a stored control cell + sd * A^{-1} u (the SEM's
+    counterfactual)."""
     from gimcli.gimrun import GimRun
     from gimcli.prediction import build_requests, predict
 

@@ -57,7 +57,8 @@ def test_train_holdout_writes_side_by_side_metrics(split_run, smiles_h5ad):
     table = pd.read_csv(run / _keys.EVAL_CSV, keep_default_na=False, na_values=[""])
     src = ad.read_h5ad(smiles_h5ad)
     combos = src.obs["condition"].astype(str).str.contains("+", regex=False).to_numpy()
-    # every held-out context (2 pairs x 2 cell lines) is scored by every method, plus one aggregate row each
+    # every held-out context (2 pairs x 2 cell lines) is scored by every method, plus one aggregate
+    # row each
     methods = ["gim", "gim_nograph", "control", "perturbed_mean", "additive", "ridge", "nearest"]
     per = table[table["scope"] == "context"]
     assert sorted(per["method"].unique()) == sorted(methods)

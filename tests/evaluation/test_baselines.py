@@ -41,7 +41,8 @@ def test_baselines_by_hand():
     assert np.allclose(
         bl.predict_perturbed_mean(ref, g), [1 + 1, 1 + 1.5, 1]
     )  # mean of the 4 drug-dose means
-    # additive pair at (100, 100): 1 + 3 and 1 + 4; a held-out dose 30 is nearer 100 than 1 on log scale
+    # additive pair at (100, 100): 1 + 3 and 1 + 4; a held-out dose 30 is nearer 100 than 1 on log
+    # scale
     assert np.allclose(bl.predict_additive(ref, ["a", "b"], [100.0, 100.0], g), [4, 5, 1])
     assert np.allclose(bl.predict_additive(ref, ["a"], [30.0], g), [4, 1, 1])
     assert np.isnan(bl.predict_additive(ref, ["z"], [1.0], g)).all()

@@ -14,7 +14,8 @@ def test_mean_metrics_by_hand():
     y, p, c = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]), np.array([1.0, 1.0, 1.0])
     assert M.r2_mean(y, p) == pytest.approx(1 - 1 / 2)  # ss_res 1, ss_tot 2
     assert M.mse(y, p) == pytest.approx(1 / 3)
-    # delta y = (0,1,2), delta p = (0,1,3); centred: (-1,0,1), (-4/3,-1/3,5/3): r = 3 / sqrt(2 * 14/3)
+    # delta y = (0,1,2), delta p = (0,1,3); centred: (-1,0,1), (-4/3,-1/3,5/3):
+    # r = 3 / sqrt(2 * 14/3)
     assert M.pearson_delta(y, p, c) == pytest.approx(3 / math.sqrt(2 * 14 / 3))
     assert math.isnan(M.pearson_delta(y, c, c))  # no predicted change: undefined, not 0
     # top-2 DE genes are genes 2 and 1: r2 on (2,3) vs (2,4) = 1 - 1/0.5

@@ -71,7 +71,8 @@ def test_measured_singles_are_predicted_from_their_posterior(fitted20):
         )
     mse_prior = float(np.mean((prior - emp) ** 2))
     print(
-        f"measured contexts: MSE of the posterior predictive {mse_post:.5f}, of the prior {mse_prior:.5f}"
+        f"measured contexts: MSE of the posterior predictive {mse_post:.5f}, of the prior "
+        f"{mse_prior:.5f}"
     )
     # measured 0.00072 vs 0.00123; the sampling noise of a 60-cell mean alone is ~0.0007 here
     assert mse_post < 0.0015 and mse_post < 0.75 * mse_prior

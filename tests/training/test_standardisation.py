@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-import gimcli.training.standardisation as batches
+import gimcli.training.standardisation as standardisation
 from gimcli.model.causal import LOG_SIGMA_MIN, LinearSEM
 from gimcli.training.standardisation import control_standardisation
 
@@ -22,12 +22,12 @@ def test_sd_is_pooled_within_contexts_and_mean_is_the_controls():
     is_ctrl = (ctx == 0) | (ctx == 6)
     X = np.where(rng.random((n, d)) < 0.4, 0.0, rng.gamma(2.0, 1.0, (n, d)) + ctx[:, None])
     Xs = sp.csr_matrix(X)
-    old = batches._VAR_CHUNK_ROWS
-    batches._VAR_CHUNK_ROWS = 37  # chunks that cut through contexts
+    old = standardisation._VAR_CHUNK_ROWS
+    standardisation._VAR_CHUNK_ROWS = 37  # chunks that cut through contexts
     try:
         mean, sd = control_standardisation(Xs, group, is_ctrl, 2, ctx)
     finally:
-        batches._VAR_CHUNK_ROWS = old
+        standardisation._VAR_CHUNK_ROWS = old
     for g in range(2):
         rows = group == g
         np.testing.assert_allclose(mean[g], X[rows & is_ctrl].mean(0), rtol=1e-5)
@@ -40,7 +40,8 @@ def test_sd_is_pooled_within_contexts_and_mean_is_the_controls():
 
 
 def test_noise_sd_has_a_floor():
-    """A gene constant in every context would otherwise drive sigma -> 0 and the likelihood to +inf."""
+    """A gene constant in every context would otherwise drive sigma -> 0 and the likelihood to
+    +inf."""
     sem = LinearSEM(3)
     with torch.no_grad():
         sem.log_sigma.copy_(torch.tensor([-30.0, 0.0, 1.0]))
