@@ -55,8 +55,16 @@ def test_predicted_anndata(tiny_run):
     uns = a.uns[_keys.UNS]
     assert list(uns["conditions"].index) == ["drug00|dose=100", "drug01|dose=100"]
     np.testing.assert_array_equal(uns["mean"].to_numpy(), mean[[0, 7]])
-    assert uns["params"] == {"n_cells": 7, "seed": 3, "map_targets": False, "noise": "controls"}
+    assert uns["params"] == {
+        "n_cells": 7,
+        "seed": 3,
+        "map_targets": False,
+        "noise": "controls",
+        "with_controls": False,
+    }
     assert uns["model"]["config"] == run.meta.config.to_dict()
     g = predict(run, req, new, n_cells=7, seed=3, noise="gaussian")
     assert g.uns[_keys.UNS]["params"]["noise"] == "gaussian"
-    np.testing.assert_array_equal(g.layers[_keys.LAYER_MEAN], mean)  # same mean, other cells
+    # the same model mean, other cells; the mean layer is always that of the cells written
+    pd.testing.assert_frame_equal(g.uns[_keys.UNS]["model_mean"], uns["model_mean"])
+    np.testing.assert_allclose(g.layers[_keys.LAYER_MEAN][0], g.X.toarray()[:7].mean(0), atol=1e-6)
