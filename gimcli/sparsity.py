@@ -17,7 +17,9 @@ predicted mean exactly over the group's reference cells:
   `d`, deepest cells first (depth: a cell's summed expression). `f` is solved so that the mean is
   `mu1`, then `d` exactly for the whole number of cells switched on;
 - a zero therefore stays zero unless the predicted increase switches on at least one whole cell of
-  the group's reference cells: smaller increases only raise the expressing cells.
+  the group's reference cells: smaller increases only raise the expressing cells (a gene that no
+  reference cell expresses stays at 0 until its rise is worth one cell at the one-count level,
+  the only case where the mean falls short of `mu1`, by less than that cell's share).
 
 Continuous inputs (negative values allowed) get the plain shift `x0 + delta`: no clipping, no
 rule (`log_space=False`).
