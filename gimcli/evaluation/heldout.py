@@ -116,6 +116,10 @@ def _baseline_cells(run: GimRun, held, means: np.ndarray, ref, *, n_cells: int |
 class EvalResult:
     table: pd.DataFrame  # tidy: one row per (context, method) and one aggregate row per method
     summary: dict  # JSON-able: aggregate, best baseline, definitions, targets, params
+    # with keep_cells: per method, the predicted cells of each held-out context (rows of
+    # `contexts`), the very cells its metrics were computed from
+    cells: dict[str, list[np.ndarray]] | None = None
+    contexts: pd.DataFrame | None = None
 
 
 @dataclass
@@ -159,12 +163,14 @@ def evaluate(
     n_cells: int | None = None,
     seed: int = 0,
     split: dict | None = None,
+    keep_cells: bool = False,
 ) -> EvalResult:
     """Score the GIM and the baselines on every perturbed context of `test`.
 
     `train` holds exactly the training cells (the baselines and the PCA space use them). Without
     `nograph`, the B = 0 GIM is refit when "gim_nograph" is in `methods`. `truth` is a simulated
-    screen's uns['gim_truth'] (targets and graph are then scored too).
+    screen's uns['gim_truth'] (targets and graph are then scored too). `keep_cells` keeps every
+    method's predicted cells in the result (bench/celleval.py writes them for cell-eval).
     """
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -219,7 +225,10 @@ def evaluate(
         summary["targets"] = _target_scores(
             run, nograph, truth, held.table, pis, train, ref, Xtr, tr
         )
-    return EvalResult(table=out, summary=summary)
+    if not keep_cells:
+        return EvalResult(table=out, summary=summary)
+    cells = {name: c for name, (_, c) in preds.items()}
+    return EvalResult(table=out, summary=summary, cells=cells, contexts=held.table)
 
 
 def _score_contexts(run, held, Xte, ref, preds, space, *, seed, models=None) -> pd.DataFrame:
