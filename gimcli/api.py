@@ -490,7 +490,7 @@ def evaluate(
         Table or CSV (name,smiles) for held-out drugs without SMILES in the data.
     n_cells
         Predicted cells per context; 0: every reference control cell once. The GIM's cells are
-        exactly those of ``predict(run, n_cells=n_cells, seed=seed)``, and every metric is
+        those of ``predict(run, n_cells=n_cells, seed=seed)``, and every metric is
         computed from them.
     seed
         Seed of the predicted cells and of subsampling.

@@ -445,6 +445,9 @@ def _reference_pca(run: GimRun):
     return center, Vt[:k], var[:k], ratio[:k]
 
 
+_OPTIONS = ("n_cells", "seed", "map_targets", "noise", "with_controls", "chunk")
+
+
 def _plan(run, requests, new_feats, **options) -> _Plan:
     if options["noise"] not in ("controls", "gaussian"):
         raise InputError(f"--noise {options['noise']!r}: expected controls or gaussian")
@@ -485,17 +488,7 @@ def predict(
     reference control cells of every requested group, labelled with the control label.
     `layers['gim_mean']` and uns['gim']['mean'] are the mean of each condition's written cells;
     uns['gim']['model_mean'] is the SEM's analytical mean."""
-    plan = _plan(
-        run,
-        requests,
-        new_feats,
-        n_cells=n_cells,
-        seed=seed,
-        map_targets=map_targets,
-        noise=noise,
-        with_controls=with_controls,
-        chunk=chunk,
-    )
+    plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
     pieces = list(plan.pieces())
     plan.warn_low_similarity()
     if pieces:
@@ -527,17 +520,7 @@ def write_predictions(
     """`predict`, streamed to the .h5ad `path` `chunk` conditions at a time (atomically): the
     same file as `predict(...).write_h5ad(path)` without every cell in memory. Returns the
     summary: n_obs, n_conditions and the per-condition table."""
-    plan = _plan(
-        run,
-        requests,
-        new_feats,
-        n_cells=n_cells,
-        seed=seed,
-        map_targets=map_targets,
-        noise=noise,
-        with_controls=with_controls,
-        chunk=chunk,
-    )
+    plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
     obs = []
     with atomic_path(path) as tmp:
         w = H5adAppender(tmp)

@@ -98,7 +98,8 @@ def test_a_conditions_cells_do_not_depend_on_the_others(tiny_run):
     one, _ = build_requests(run, conditions=["drug01"], doses=[100.0])
     a = predict(run, both, n_cells=9, seed=4, chunk=1)
     b = predict(run, one, n_cells=9, seed=4)
-    np.testing.assert_array_equal(a.X.toarray()[9:], b.X.toarray())
+    # the same cells, to the float32 rounding of a batch of conditions
+    np.testing.assert_allclose(a.X.toarray()[9:], b.X.toarray(), atol=1e-5)
 
 
 def test_controls_labels_names_and_gene_alignment(tiny_run):

@@ -85,8 +85,8 @@ def _gim_predictions(
     n_cells: int | None,
     seed: int,
 ):
-    """Per held-out context: the GIM's cells (exactly those `gim predict` writes with the same
-    n_cells and seed), their mean and the target probabilities."""
+    """Per held-out context: the GIM's cells (those `gim predict` writes with the same n_cells
+    and seed, to float32 rounding), their mean and the target probabilities."""
     new = {n: f for n, f in feats.items() if n not in run.meta.components}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
     pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK)
