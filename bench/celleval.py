@@ -282,7 +282,7 @@ def markdown(results: list[dict], version: str) -> str:
         t = r["table"]
         lines = ["| method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
         for m, row in t.iterrows():
-            vals = [f"{row[c]:.4f}" if c in row and np.isfinite(row[c]) else "–" for c in cols]
+            vals = [f"{row[c]:.4g}" if c in row and np.isfinite(row[c]) else "–" for c in cols]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         d = r["max_diff"]
         parts += [
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     version = subprocess.run(
         [args.cell_eval, "run", "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    for name in args.only.split(","):
+    for name in [n for n in args.only.split(",") if n]:  # --only '': rewrite the section
         work = WORK / name
         work.mkdir(parents=True, exist_ok=True)
         spec = {"norman": norman, "sim": simulated}[name](work)
