@@ -303,11 +303,22 @@ def markdown(results: list[dict], version: str) -> str:
     return "\n".join(parts)
 
 
+_SECTION_RE = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+
+
+def section_of(text: str) -> str:
+    """This benchmark's section of a RESULTS.md text ('' when absent); run_all.py keeps it."""
+    m = _SECTION_RE.search(text)
+    return m.group(0).rstrip() + "\n" if m else ""
+
+
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md."""
     old = path.read_text() if path.exists() else ""
-    pat = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    new = pat.sub(text.rstrip() + "\n", old) if pat.search(old) else old.rstrip() + "\n\n" + text
+    if _SECTION_RE.search(old):
+        new = _SECTION_RE.sub(lambda _: text.rstrip() + "\n", old)
+    else:
+        new = old.rstrip() + "\n\n" + text
     path.write_text(new)
 
 
