@@ -102,7 +102,11 @@ def write(
             r["markdown"],
             "",
         ]
-    Path(out).write_text("\n".join(head + body))
+    # bench/celleval.py's section is made by that script (it needs cell-eval): carried over
+    from bench.celleval import section_of
+
+    kept = section_of(Path(out).read_text()) if Path(out).exists() else ""
+    Path(out).write_text("\n".join(head + body) + (f"\n{kept}" if kept else ""))
     Path(out).with_suffix(".json").write_text(
         json.dumps(
             {k: {kk: vv for kk, vv in v.items() if kk != "markdown"} for k, v in results.items()},

@@ -7,6 +7,8 @@ LAYER_MEAN = "gim_mean"
 LAYER_TARGET_PROB = "gim_target_prob"
 OBS_CONTEXT = "gim_context"
 OBS_SIMILARITY = "gim_similarity"
+OBS_SOURCE = "gim_source"  # predicted | training_control (cells of a prediction file)
+VAR_INPUT_INDEX = "gim_input_index"  # column of a predicted gene in the training input
 VAR_MODELED = "gim_modeled"
 VARM_POSTERIOR = "gim_target_prob"
 

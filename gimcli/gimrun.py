@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,10 @@ class GimRun:
         None  # (n, d) log-normalised control cells (counterfactual predictions)
     )
     ref_group: np.ndarray | None = None  # (n,) covariate group of each reference cell
+    # what `gimcli.train` made beside the model (not saved in model.pt): the held-out scores
+    # (an EvalResult) when trained with a split, and {"files": ..., "timings": ...}
+    evaluation: Any = None
+    outputs: dict = field(default_factory=dict)
 
     # -- views of the metadata ---------------------------------------------------------------
     @property

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import anndata as ad
@@ -14,14 +20,25 @@ import torch
 from gimcli import _keys
 from gimcli.data.contexts import canonical_dose, context_label, format_dose
 from gimcli.data.features import component_descriptors, split_components
+from gimcli.data.io import H5adAppender, atomic_path
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
 from gimcli.provenance import versions
+from gimcli.sparsity import Reference, sample_rows
 
 log = logging.getLogger(__name__)
 
 # Below this similarity to every training perturbation a prediction is an extrapolation.
 LOW_SIMILARITY = {"smiles": 0.3, "numeric": 0.5, "identity": 1.0}
+# Conditions per chunk of predicted cells: bounds the memory of a prediction (chunk x n_cells x
+# genes) and is the unit `write_predictions` streams to disk.
+CHUNK_CONDITIONS = 64
+# Components of the PCA written as obsm['X_pca'] (fitted on the run's reference control cells).
+N_PCS = 50
+SOURCE_PREDICTED, SOURCE_CONTROL = "predicted", "training_control"
+# Cells per condition of noise="gaussian" when n_cells is not given (there are no reference cells
+# to count).
+GAUSSIAN_CELLS = 100
 
 
 def _cross(base: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
@@ -137,109 +154,390 @@ def applicability(
     return pd.DataFrame({"similarity": sims, "nearest": nearest})
 
 
-@torch.no_grad()
+def log_space(run: GimRun) -> bool:
+    """Whether the run's expression is log-normalised (predictions non-negative and sparse, by
+    the rule of gimcli.sparsity) rather than continuous (negative values allowed: no clipping, no
+    sparsity rule). The one switch, on the run's preprocessing record."""
+    return getattr(run.preprocess_info, "kind", None) != "continuous"
+
+
+@dataclass
+class _Plan:
+    """One prediction: the requests, what every chunk shares (reference cells per group, the PCA,
+    the obs-name token), and the per-condition tables filled in as chunks are made."""
+
+    run: GimRun
+    requests: pd.DataFrame
+    new_feats: dict[str, np.ndarray]
+    n_cells: int | None  # None: every reference control cell of the group once
+    seed: int
+    map_targets: bool
+    noise: str
+    with_controls: bool
+    chunk: int = CHUNK_CONDITIONS
+    tables: dict[str, list] = field(default_factory=lambda: {k: [] for k in _TABLES})
+    n_written: int = 0
+
+    def __post_init__(self):
+        run = self.run
+        self.log = log_space(run)
+        if self.noise == "controls" and run.ref_cells is None:
+            self.noise = "gaussian"
+        self.groups = run.group_index(self.requests) if len(self.requests) else np.zeros(0, int)
+        self.refs: dict[int, Reference] = {}
+        self.labels = [context_label(r, run.cov_keys) for _, r in self.requests.iterrows()]
+        self.pca = _reference_pca(run)
+        ident = {
+            "model": run.meta.weights_sha256 or run.meta.input_dict().get("sha256"),
+            "seed": run.meta.seed,
+            "requests": self.requests.astype(str).to_dict("list"),
+            "params": self.params,
+        }
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
+        self.token = "gim" + digest.hexdigest()[:8]
+
+    @property
+    def params(self) -> dict:
+        return {
+            "n_cells": self.n_cells,
+            "seed": self.seed,
+            "map_targets": self.map_targets,
+            "noise": self.noise,
+            "with_controls": self.with_controls,
+        }
+
+    def reference(self, g: int) -> Reference:
+        return reference(self.run, g, self.refs)
+
+    def pieces(self) -> Iterator[ad.AnnData]:
+        """The predicted cells, `chunk` conditions at a time, then (with_controls) the reference
+        control cells of every requested group."""
+        for s in range(0, len(self.requests), self.chunk):
+            yield self._conditions(slice(s, s + self.chunk))
+        if self.with_controls and self.run.ref_cells is not None:
+            yield self._controls()
+
+    @torch.no_grad()
+    def _conditions(self, sl: slice) -> ad.AnnData:
+        run, req = self.run, self.requests.iloc[sl].reset_index(drop=True)
+        g, labels = self.groups[sl], self.labels[sl]
+        iv = run.interventions(req, self.new_feats)
+        sem = run.module.eval().sem
+        sd_g = run.std_sd[g]
+        model_mean = sem.mean(torch.from_numpy(iv.direct())).numpy() * sd_g + run.std_mean[g]
+        u = torch.from_numpy(iv.direct(map_targets=self.map_targets))
+        delta = sem.propagate(u).numpy() * sd_g  # the predicted change of each gene's mean
+        if self.noise == "controls":
+            cells = cells_from_change(
+                run, labels, g, delta, n_cells=self.n_cells, seed=self.seed, refs=self.refs
+            )
+        else:
+            cells = []
+            for k in range(len(req)):
+                gen = torch.Generator().manual_seed(
+                    int(_request_rng(self.seed, labels[k]).integers(2**62))
+                )
+                x = sem.sample(u[[k] * (self.n_cells or GAUSSIAN_CELLS)], generator=gen).numpy()
+                x = x * sd_g[k] + run.std_mean[g[k]]
+                cells.append(np.clip(x, 0, None) if self.log else x)
+        X = np.concatenate(cells).astype(np.float32)
+        mean = np.stack([c.mean(0) for c in cells])
+        app = applicability(run, req, self.new_feats)
+        t = self.tables
+        t["mean"].append(mean)
+        t["model_mean"].append(np.clip(model_mean, 0, None) if self.log else model_mean)
+        t["target_prob"].append(iv.prob_any)
+        t["applicability"].append(app)
+        t["n_cells"].append(np.array([len(c) for c in cells]))
+        reps = np.repeat(np.arange(len(req)), [len(c) for c in cells])
+        obs = self._obs(req.iloc[reps], app["similarity"].to_numpy()[reps], SOURCE_PREDICTED)
+        return self._piece(X, obs, mean[reps], iv.prob_any[reps])
+
+    def _controls(self) -> ad.AnnData:
+        run, keys = self.run, self.run.meta.keys
+        parts, rows = [], []
+        for gi in dict.fromkeys(self.groups.tolist()):
+            ref = self.reference(gi)
+            parts.append(ref)
+            rows += [run.groups.iloc[[gi]]] * ref.n
+        X = np.concatenate([r.cells for r in parts])
+        req = (
+            pd.concat(rows, ignore_index=True)
+            if run.cov_keys
+            else pd.DataFrame(index=range(len(X)))
+        )
+        req = req.assign(condition=keys.control, dose="0")
+        mean = np.concatenate([np.repeat(r.mean[None], r.n, 0) for r in parts])
+        obs = self._obs(req, np.full(len(X), np.nan), SOURCE_CONTROL)
+        return self._piece(X, obs, mean, np.zeros_like(X))
+
+    def _obs(self, req: pd.DataFrame, similarity: np.ndarray, source: str) -> pd.DataFrame:
+        """Per cell: the perturbation under the training column name, the dose (when the model
+        has one) and covariates, the applicability and where the cell comes from."""
+        keys = self.run.meta.keys
+        obs = pd.DataFrame({keys.perturbation_key: req["condition"].astype(str).to_numpy()})
+        if keys.dose_key is not None:
+            obs[keys.dose_key] = req["dose"].astype(str).to_numpy()
+        for c in self.run.cov_keys:
+            obs[c] = req[c].astype(str).to_numpy()
+        obs[_keys.OBS_SIMILARITY] = similarity
+        obs[_keys.OBS_SOURCE] = source
+        obs.index = [f"{self.token}-{i}" for i in range(self.n_written, self.n_written + len(obs))]
+        self.n_written += len(obs)
+        return obs
+
+    def _piece(self, X, obs, mean, prob) -> ad.AnnData:
+        piece = ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=self.run.genes))
+        piece.layers[_keys.LAYER_MEAN] = np.asarray(mean, np.float32)
+        piece.layers[_keys.LAYER_TARGET_PROB] = np.asarray(prob, np.float32)
+        if self.pca is not None:
+            center, comps, _, _ = self.pca
+            piece.obsm["X_pca"] = ((X - center) @ comps.T).astype(np.float32)
+        return piece
+
+    def var(self) -> pd.DataFrame:
+        """Genes, with the column of each in the training input (-1 where not recorded)."""
+        idx = list(getattr(self.run.preprocess_info, "gene_index", None) or [])
+        if len(idx) != len(self.run.genes):
+            idx = [-1] * len(self.run.genes)
+        return pd.DataFrame(
+            {_keys.VAR_INPUT_INDEX: np.asarray(idx, np.int64)}, index=self.run.genes
+        )
+
+    def varm(self) -> dict:
+        return {} if self.pca is None else {"PCs": self.pca[1].T.astype(np.float32)}
+
+    def uns(self) -> dict:
+        """uns['gim'] (per-condition tables, params, model, versions, gene alignment) and, with
+        the PCA, uns['pca'] as scanpy writes it."""
+        run, t = self.run, self.tables
+        d = len(run.genes)
+        app = pd.concat(t["applicability"], ignore_index=True) if t["applicability"] else None
+        conds = self.requests.copy()
+        conds["similarity"] = app["similarity"].to_numpy() if app is not None else []
+        conds["nearest_training"] = app["nearest"].to_numpy() if app is not None else []
+        conds["low_similarity"] = conds["similarity"] < LOW_SIMILARITY[run.spec.kind]
+        prob = _stack(t["target_prob"], d)
+        conds["n_map_targets"] = (prob > 0.5).sum(1)
+        conds["n_cells"] = np.concatenate(t["n_cells"]) if t["n_cells"] else np.zeros(0, int)
+        conds.index = self.labels
+
+        def table(name):
+            return pd.DataFrame(_stack(t[name], d), index=self.labels, columns=run.genes)
+
+        inp = run.meta.input_dict()
+        uns = {
+            _keys.UNS: {
+                "conditions": conds,
+                "mean": table("mean"),
+                "model_mean": table("model_mean"),
+                "target_prob": table("target_prob"),
+                "params": self.params,
+                "keys": {
+                    "perturbation_key": run.meta.keys.perturbation_key,
+                    "control": run.meta.keys.control,
+                    "dose_key": run.meta.keys.dose_key or "",
+                    "covariate_keys": list(run.cov_keys),
+                },
+                "genes": {
+                    "input_n_vars": int(inp.get("n_vars", -1)),
+                    "input_sha256": inp.get("sha256", ""),
+                    "alignment": GENE_ALIGNMENT,
+                },
+                "model": {
+                    "seed": run.meta.seed,
+                    "input": inp,
+                    "config": run.meta.config.to_dict(),
+                },
+                "versions": versions(),
+            }
+        }
+        if self.pca is not None:
+            center, _, var, ratio = self.pca
+            uns[_keys.UNS]["pca_mean"] = center.astype(np.float32)
+            uns["pca"] = {
+                "params": {"zero_center": True, "fitted_on": "the run's reference control cells"},
+                "variance": var,
+                "variance_ratio": ratio,
+            }
+        return uns
+
+    def warn_low_similarity(self) -> None:
+        app = self.tables["applicability"]
+        if not app:
+            return
+        sim = pd.concat(app)["similarity"]
+        low = sim < LOW_SIMILARITY[self.run.spec.kind]
+        if low.any():
+            log.warning(
+                "%d of %d predicted perturbation(s) are far from every training perturbation "
+                "(similarity < %.2f); treat them as extrapolations",
+                int(low.sum()),
+                len(sim),
+                LOW_SIMILARITY[self.run.spec.kind],
+            )
+
+
+def reference(run: GimRun, g: int, cache: dict[int, Reference] | None = None) -> Reference:
+    """The reference control cells of covariate group `g` (rows of run.std_mean), summarised for
+    the sparsity rule; `cache` keeps them across calls."""
+    cache = {} if cache is None else cache
+    if g not in cache:
+        cache[g] = Reference.of(run.ref_cells[run.ref_group == g])
+    return cache[g]
+
+
+def _request_rng(seed: int, label: str) -> np.random.Generator:
+    """The generator of one request's cells: (seed, its label), whatever else is predicted."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode())])
+
+
+def cells_from_change(
+    run: GimRun,
+    labels: list[str],
+    groups: np.ndarray,
+    delta: np.ndarray,
+    *,
+    n_cells: int | None,
+    seed: int,
+    refs: dict[int, Reference] | None = None,
+) -> list[np.ndarray]:
+    """Per request (its context label, covariate group and predicted change of every gene's mean,
+    delta (K, d)): `n_cells` reference control cells of its group (None: each of them once, so
+    that the cells' mean is exactly the predicted mean) moved by the change, by the
+    sparsity rule in log space (gimcli.sparsity), plainly for continuous data. Every method's
+    predicted cells are made here (GIM and the mean baselines alike), so that they are compared
+    on the same footing."""
+    refs = {} if refs is None else refs
+    out = []
+    for k, label in enumerate(labels):
+        ref = reference(run, int(groups[k]), refs)
+        rows = sample_rows(ref.n, n_cells or ref.n, _request_rng(seed, label))
+        out.append(ref.cells_for(rows, delta[k], log_space=log_space(run)))
+    return out
+
+
+_TABLES = ("mean", "model_mean", "target_prob", "applicability", "n_cells")
+GENE_ALIGNMENT = (
+    "var['gim_input_index'] is each gene's column in the training input (var_names are its "
+    "names); the input's other genes were not modelled and are not predicted: "
+    "full[:, var['gim_input_index']] = X lines a prediction up with the input's full gene set"
+)
+
+
+def _stack(parts: list, d: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
+
+
+def _reference_pca(run: GimRun):
+    """(center, components (k, d), variance, variance ratio) of the run's reference control
+    cells: one embedding for every prediction of a run (obsm['X_pca'], e.g. for pertpy's
+    distances); None without reference cells."""
+    if run.ref_cells is None or len(run.ref_cells) < 2:
+        return None
+    X = np.asarray(run.ref_cells, np.float64)
+    center = X.mean(0)
+    k = max(1, min(N_PCS, X.shape[1], len(X) - 1))
+    _, s, Vt = np.linalg.svd(X - center, full_matrices=False)
+    var = s**2 / (len(X) - 1)
+    total = var.sum()
+    ratio = var / total if total > 0 else np.zeros_like(var)
+    return center, Vt[:k], var[:k], ratio[:k]
+
+
+_OPTIONS = ("n_cells", "seed", "map_targets", "noise", "with_controls", "chunk")
+
+
+def _plan(run, requests, new_feats, **options) -> _Plan:
+    if options["noise"] not in ("controls", "gaussian"):
+        raise InputError(f"--noise {options['noise']!r}: expected controls or gaussian")
+    if options["n_cells"] is not None and options["n_cells"] < 1:
+        raise InputError("--n-cells must be >= 1 (or 0/None: every reference control cell once)")
+    return _Plan(run, requests.reset_index(drop=True), new_feats or {}, **options)
+
+
+def _categorical(obs: pd.DataFrame) -> pd.DataFrame:
+    obs = obs.copy()
+    for c in obs.columns:
+        if obs[c].dtype == object:
+            obs[c] = obs[c].astype("category")
+    return obs
+
+
 def predict(
     run: GimRun,
     requests: pd.DataFrame,
     new_feats: dict[str, np.ndarray] | None = None,
     *,
-    n_cells: int = 100,
+    n_cells: int | None = None,
     seed: int = 0,
     map_targets: bool = False,
     noise: Literal["controls", "gaussian"] = "controls",
+    with_controls: bool = False,
+    chunk: int = CHUNK_CONDITIONS,
 ) -> ad.AnnData:
-    """Sample `n_cells` per request from the model; layers hold each condition's mean and target
-    probability. Cells and the mean use the expected direct shift E[u] (GimRun.interventions: the
-    posterior of measured contexts and components, else the network's prior); `map_targets` moves
-    cells by the MAP targets (prob > 0.5) instead.
+    """`n_cells` cells per request (docs/design.md, "Predictions"), in memory; None: every
+    reference control cell of the request's group once (then the cells' mean is exactly the
+    predicted mean).
 
-    noise="controls" moves control cells of the training run (kept in model.pt) by the propagated
-    intervention A^{-1}u; "gaussian" draws x = A^{-1}(b + u + eps) with the fitted Gaussian eps."""
-    new_feats = new_feats or {}
-    iv = run.interventions(requests, new_feats)
-    module = run.module.eval()
-    sem = module.sem
-    pi_any = iv.prob_any
-    mean_std = sem.mean(torch.from_numpy(iv.direct())).numpy()
-    u_cells = torch.from_numpy(iv.direct(map_targets=map_targets))
-    g = run.group_index(requests)
-    mu_g, sd_g = run.std_mean[g], run.std_sd[g]
-    mean_expr = mean_std * sd_g + mu_g
-
-    K = len(mean_expr)
-    reps = np.repeat(np.arange(K), n_cells)
-    cells = _sample_cells(run, u_cells, g, reps, n_cells=n_cells, seed=seed, noise=noise)
-    app = applicability(run, requests, new_feats)
-    low = app["similarity"] < LOW_SIMILARITY[run.spec.kind]
-    if low.any():
-        log.warning(
-            "%d of %d predicted perturbation(s) are far from every training perturbation "
-            "(similarity < %.2f); treat them as extrapolations",
-            int(low.sum()),
-            K,
-            LOW_SIMILARITY[run.spec.kind],
-        )
-    params = {
-        "n_cells": n_cells,
-        "seed": seed,
-        "map_targets": map_targets,
-        "noise": noise if run.ref_cells is not None else "gaussian",
-    }
-    return _as_anndata(run, requests, cells, reps, mean_expr, pi_any, app, low, params)
-
-
-@torch.no_grad()
-def _sample_cells(run, u_cells, g, reps, *, n_cells: int, seed: int, noise: str) -> np.ndarray:
-    """`n_cells` cells per request (rows `reps`), log-normalised and clipped at 0."""
-    sem = run.module.sem
-    sd_g = run.std_sd[g]
-    if noise == "controls" and run.ref_cells is not None:
-        # The SEM's counterfactual: the same cell, intervened on, is x0 + A^{-1}u. Moving real
-        # control cells keeps their real (sparse, non-Gaussian) noise; only the intervention is
-        # modelled.
-        rng = np.random.default_rng(seed)
-        by_group = {gi: np.flatnonzero(run.ref_group == gi) for gi in np.unique(g)}
-        rows = np.concatenate(
-            [rng.choice(by_group[gi], n_cells, replace=n_cells > len(by_group[gi])) for gi in g]
-        )
-        shift = sem.propagate(u_cells).numpy() * sd_g
-        cells = run.ref_cells[rows] + shift[reps]
+    Cells are the run's reference control cells moved by the predicted change of each gene's mean
+    (`A^{-1} E[u]`, GimRun.interventions: the posterior of measured contexts and components, else
+    the network's prior; `map_targets`: the MAP targets instead) under the sparsity rule of
+    gimcli.sparsity; noise="gaussian" samples the fitted Gaussian SEM instead. The cells of a
+    request depend on (seed, its label) only, not on the other requests. `with_controls` adds the
+    reference control cells of every requested group, labelled with the control label.
+    `layers['gim_mean']` and uns['gim']['mean'] are the mean of each condition's written cells;
+    uns['gim']['model_mean'] is the SEM's analytical mean."""
+    plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
+    pieces = list(plan.pieces())
+    plan.warn_low_similarity()
+    if pieces:
+        out = ad.concat(pieces, merge="same")
     else:
-        gen = torch.Generator().manual_seed(seed)
-        x = sem.sample(u_cells[reps], generator=gen).numpy()
-        cells = x * sd_g[reps] + run.std_mean[g][reps]
-    return np.clip(cells, 0, None).astype(np.float32)
-
-
-def _as_anndata(run, requests, cells, reps, mean_expr, pi_any, app, low, params) -> ad.AnnData:
-    """The predicted cells with per-cell obs, the mean and target-probability layers, and the
-    per-condition tables in uns['gim']."""
-    cov_keys = run.cov_keys
-    labels = [context_label(r, cov_keys) for _, r in requests.iterrows()]
-    obs = requests.iloc[reps].reset_index(drop=True).copy()
-    obs[_keys.OBS_SIMILARITY] = app["similarity"].to_numpy()[reps]
-    obs.index = [f"pred{i}" for i in range(len(obs))]
-    for c in ["condition", "dose", *cov_keys]:
-        obs[c] = obs[c].astype("category")
-    out = ad.AnnData(X=sp.csr_matrix(cells), obs=obs, var=pd.DataFrame(index=run.genes))
-    out.layers[_keys.LAYER_MEAN] = mean_expr[reps].astype(np.float32)
-    out.layers[_keys.LAYER_TARGET_PROB] = pi_any[reps].astype(np.float32)
-    conds = requests.copy()
-    conds["similarity"] = app["similarity"].to_numpy()
-    conds["nearest_training"] = app["nearest"].to_numpy()
-    conds["low_similarity"] = low.to_numpy()
-    conds["n_map_targets"] = (pi_any > 0.5).sum(1)
-    conds.index = labels
-    out.uns[_keys.UNS] = {
-        "conditions": conds,
-        "mean": pd.DataFrame(mean_expr, index=labels, columns=run.genes),
-        "target_prob": pd.DataFrame(pi_any, index=labels, columns=run.genes),
-        "params": params,
-        "model": {
-            "seed": run.meta.seed,
-            "input": run.meta.input_dict(),
-            "config": run.meta.config.to_dict(),
-        },
-        "versions": versions(),
-    }
+        out = ad.AnnData(X=sp.csr_matrix((0, len(run.genes)), dtype=np.float32))
+    out.obs = _categorical(out.obs)
+    out.var = plan.var()
+    for name, arr in plan.varm().items():
+        out.varm[name] = arr
+    out.uns.update(plan.uns())
     return out
+
+
+def write_predictions(
+    run: GimRun,
+    requests: pd.DataFrame,
+    path: str | Path,
+    new_feats: dict[str, np.ndarray] | None = None,
+    *,
+    n_cells: int | None = None,
+    seed: int = 0,
+    map_targets: bool = False,
+    noise: Literal["controls", "gaussian"] = "controls",
+    with_controls: bool = True,
+    chunk: int = CHUNK_CONDITIONS,
+    extra_uns: dict | None = None,
+) -> dict:
+    """`predict`, streamed to the .h5ad `path` `chunk` conditions at a time (atomically): the
+    same file as `predict(...).write_h5ad(path)` without every cell in memory. Returns the
+    summary: n_obs, n_conditions and the per-condition table."""
+    plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
+    obs = []
+    with atomic_path(path) as tmp:
+        w = H5adAppender(tmp)
+        try:
+            for piece in plan.pieces():
+                w.append(piece)
+                obs.append(piece.obs)
+        except BaseException:
+            w.f.close()
+            raise
+        uns = plan.uns()
+        uns[_keys.UNS].update(extra_uns or {})
+        full_obs = pd.concat(obs) if obs else pd.DataFrame()
+        w.close(obs=_categorical(full_obs), var=plan.var(), varm=plan.varm(), uns=uns)
+    plan.warn_low_similarity()
+    return {
+        "n_obs": w.n_obs,
+        "n_conditions": len(plan.requests),
+        "conditions": uns[_keys.UNS]["conditions"],
+    }

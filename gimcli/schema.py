@@ -107,6 +107,9 @@ class RunMeta:
     history: list[dict[str, Any]] = field(default_factory=list)  # the rows of metrics.csv
     provenance: Provenance | None = None  # set by `gim train`
     weights_sha256: str | None = None  # of the model.pt written with it (GimRun.save)
+    # the options of `gim train` / gimcli.train as resolved: values, where each came from (flag,
+    # env, file, default, argument) and the config file (docs/api.md, "Configuration")
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def genes(self) -> list[str]:
@@ -139,6 +142,8 @@ class RunMeta:
         }
         if self.provenance is not None:
             out["provenance"] = self.provenance.to_dict()
+        if self.options:
+            out["options"] = self.options
         if self.weights_sha256 is not None:
             out["weights_sha256"] = self.weights_sha256
         return out

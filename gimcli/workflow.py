@@ -48,8 +48,8 @@ class TrainOutputs:
 
 
 def train_to_directory(
-    data: Path,
-    out: Path,
+    data: Path | ad.AnnData,
+    out: Path | None,
     *,
     keys: DataKeys,
     config: TrainConfig,
@@ -61,16 +61,18 @@ def train_to_directory(
     checkpoint_every: float = 0.0,
     resume: bool = False,
     progress: Callable[[int, dict], None] | None = None,
+    options: dict | None = None,
 ) -> TrainOutputs:
-    """Train on the .h5ad `data` and write the run directory `out`.
+    """Train on `data` and write the run directory `out`.
 
     Parameters
     ----------
     data
-        The screen (.h5ad); with `backed`, read in chunks from disk.
+        The screen: an .h5ad path (with `backed`, read in chunks from disk) or an AnnData.
     out
         The run directory: model.pt/.json, metrics.csv, annotated.h5ad, report.html, and with a
-        `holdout` eval_metrics.csv/.json and nograph/ (the B = 0 refit).
+        `holdout` eval_metrics.csv/.json and nograph/ (the B = 0 refit). None: nothing is written
+        (no checkpoints either); the held-out scores are still computed.
     keys, config
         How to read the screen, and how to train.
     drug_features
@@ -84,28 +86,33 @@ def train_to_directory(
         `out`/checkpoint.pt.
     progress
         Called as progress(step, row) at every evaluation.
+    options
+        The resolved options to record in model.json ("options").
     """
     distributed = env_world_size() > 1
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
     feats_df = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
     t0 = time.perf_counter()
-    adata = read_h5ad(data, backed=backed)
+    if isinstance(data, ad.AnnData):
+        adata, info = data, None
+    else:
+        adata = read_h5ad(data, backed=backed)
+        info = InputInfo(
+            path=str(data), sha256=file_sha256(data), n_obs=adata.n_obs, n_vars=adata.n_vars
+        )
     t_read = time.perf_counter() - t0
-    info = InputInfo(
-        path=str(data), sha256=file_sha256(data), n_obs=adata.n_obs, n_vars=adata.n_vars
-    )
     mask = _train_mask(adata, holdout, keys)
     set_deterministic(deterministic)
     ckpt = (
         contextlib.nullcontext()
-        if distributed
+        if distributed or out is None
         else run_checkpointer(
             out,
             every_min=checkpoint_every,
             resume=resume,
             config=config,
             keys=keys,
-            input_sha256=info.sha256,
+            input_sha256=info.sha256 if info else "",
             device=str(resolve_device(device)),
             drug_features_sha256=file_sha256(drug_features) if drug_features else None,
             holdout=(holdout or Holdout()).to_dict(),
@@ -122,18 +129,23 @@ def train_to_directory(
             device=device,
             input_info=info,
             progress=progress,
-            checkpoint=None if distributed else ckpt,
+            checkpoint=None if distributed or out is None else ckpt,
             train_mask=mask,
         )
         if main_rank:  # still under the signal handlers: a late signal no longer interrupts writes
             prov = provenance(seed=config.seed, inputs={"drug_features": drug_features})
-            run.meta = replace(run.meta, provenance=prov)
+            run.meta = replace(run.meta, provenance=prov, options=options or {})
             t_write = time.perf_counter()
-            paths = write_outputs(
-                run, hist, out, adata=adata, mask=mask, holdout=holdout, device=device
-            )
+            nograph = None
+            if mask is not None:
+                run.evaluation, nograph = evaluate_split(
+                    run, adata, mask, split=holdout.to_dict(), device=device, seed=config.seed
+                )
+                log.info("held-out mean R2: %s", describe(run.evaluation))
+            if out is not None:
+                paths = write_outputs(run, hist, out, adata=adata, mask=mask, nograph=nograph)
             t_write = time.perf_counter() - t_write
-    if not distributed:
+    if not distributed and out is not None:
         ckpt.finished()
     timings = {
         "read": t_read,
@@ -142,6 +154,7 @@ def train_to_directory(
         "write": t_write,
         "total": time.perf_counter() - t0,
     }
+    run.outputs = {"files": paths, "timings": timings}
     return TrainOutputs(run=run, history=hist, paths=paths, timings=timings)
 
 
@@ -166,19 +179,16 @@ def write_outputs(
     *,
     adata: ad.AnnData,
     mask: np.ndarray | None,
-    holdout: Holdout | None,
-    device: str,
+    nograph: GimRun | None = None,
 ) -> dict[str, str]:
-    """The run directory: model, metrics, annotated input; with a split the held-out scores and
-    the B = 0 refit; the report last (a failed report only warns). Returns the paths written."""
+    """The run directory: model, metrics, annotated input; with a split the held-out scores
+    (run.evaluation) and the B = 0 refit; the report last (a failed report only warns). Returns
+    the paths written."""
     paths = write_run(run, hist, out, adata=adata, train_mask=mask)
-    if mask is not None:
-        res, nograph = evaluate_split(
-            run, adata, mask, split=holdout.to_dict(), device=device, seed=run.config.seed
-        )
-        nograph.save(out / _keys.NOGRAPH)
-        log.info("held-out mean R2: %s", describe(res))
-        paths.update(write_eval(res, out))
+    if run.evaluation is not None:
+        if nograph is not None:
+            nograph.save(out / _keys.NOGRAPH)
+        paths.update(write_eval(run.evaluation, out))
     if (report := write_report(out)) is not None:
         paths["report"] = str(report)
     return paths

@@ -21,8 +21,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("gimcli.model",)),
     ("run", ("gimcli.schema", "gimcli.gimrun")),
     ("training", ("gimcli.training",)),
-    ("outputs", ("gimcli.prediction", "gimcli.explanation", "gimcli.evaluation", "gimcli.report")),
-    ("workflow", ("gimcli.workflow",)),
+    ("outputs", ("gimcli.sparsity", "gimcli.prediction", "gimcli.explanation")),
+    ("outputs", ("gimcli.evaluation", "gimcli.report")),
+    ("workflow", ("gimcli.workflow", "gimcli.api")),
     ("cli", ("gimcli.cli", "gimcli.__main__")),
     ("api", ("gimcli",)),  # the package itself: nothing inside may import it
 )

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from gimcli.cli._app import app
+from gimcli.cli._config import ConfigFileError, prepare
 from gimcli.errors import GimError
 
 
@@ -23,9 +24,16 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     _register()
     args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        # --config FILE.toml and GIM_<COMMAND>_<OPTION> variables, for every command
+        args, settings = prepare(args, command)
+    except ConfigFileError as e:
+        typer.echo(f"gim: error: {e}", err=True)
+        return 2
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2
-        app(args=args, prog_name="gim", standalone_mode=True)
+        command.main(args=args, prog_name="gim", standalone_mode=True, **settings)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except GimError as e:

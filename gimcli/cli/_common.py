@@ -77,22 +77,12 @@ def parse_kv(values: list[str] | None, *, option: str) -> dict[str, str]:
     return out
 
 
-def check_output_file(path: Path, *, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite to replace it")
-    if path.exists() and path.is_dir():
-        raise InputError(f"{path} is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"{parent} is not a directory")
+def api_options(params: dict, func, *, skip: tuple[str, ...] = ()) -> dict:
+    """The command's parsed options that the library function `func` takes, by name: every
+    command passes its options through to gimcli.api unchanged (tests/test_api.py checks that
+    each option is a keyword of its function, with the same default)."""
+    import inspect
 
-
-def check_run_dir(path: Path, *, overwrite: bool) -> None:
-    from gimcli import _keys
-
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} exists and is not a directory")
-    if (path / _keys.MODEL_META).exists() and not overwrite:
-        raise InputError(
-            f"--out {path} already holds a trained model; pass --overwrite to replace it"
-        )
+    kw = inspect.Parameter.KEYWORD_ONLY
+    names = {n for n, p in inspect.signature(func).parameters.items() if p.kind == kw}
+    return {k: v for k, v in params.items() if k in names and k not in skip}

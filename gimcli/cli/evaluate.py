@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from gimcli.cli._app import app
-from gimcli.cli._common import emit_json, setup_logging, split_list
+from gimcli.cli._common import api_options, emit_json, setup_logging
 
 log = logging.getLogger("gimcli.cli.evaluate")
 
@@ -37,7 +37,9 @@ def evaluate(
         help="CSV name,smiles for held-out drugs without SMILES in the data.",
     ),
     n_cells: int = typer.Option(
-        300, help="Cells per context for the distribution metrics (sampled / subsampled)."
+        0,
+        help="Predicted cells per context (those `gim predict --n-cells N --seed S` writes); 0: "
+        "every training control cell of its group once.",
     ),
     seed: int = typer.Option(0, help="Seed for sampled cells and subsampling."),
     device: str = typer.Option(
@@ -49,43 +51,13 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    from gimcli import _keys
-    from gimcli.data.features import read_feature_csv
-    from gimcli.data.io import read_h5ad
-    from gimcli.errors import InputError
-    from gimcli.evaluation.heldout import METHODS, describe, evaluate_saved_run, write_eval
-    from gimcli.gimrun import GimRun
-    from gimcli.training.fitting import resolve_device
+    params = dict(locals())  # every option, by name: passed through to gimcli.api.evaluate
+    from gimcli import _keys, api
+    from gimcli.evaluation.heldout import describe
 
     out = out or run_dir
-    chosen = tuple(split_list(methods) or METHODS)
-    bad = sorted(set(chosen) - set(METHODS))
-    if bad:
-        raise InputError(f"--methods {bad}: choose from {list(METHODS)}")
-    if n_cells < 2:
-        raise InputError("--n-cells must be >= 2")
-    if not overwrite and ((out / _keys.EVAL_CSV).exists() or (out / _keys.EVAL_JSON).exists()):
-        raise InputError(f"{out} already holds {_keys.EVAL_CSV}; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    resolve_device(device)
-    run = GimRun.load(run_dir)
-    ann_p = run_dir / _keys.ANNOTATED
-    if not ann_p.exists():
-        raise InputError(f"{ann_p} is missing: the baselines need the training cells")
-    feats = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
     setup_logging(quiet=quiet, log_file=out / _keys.LOG)
-    res = evaluate_saved_run(
-        run,
-        run_dir,
-        read_h5ad(test),
-        methods=chosen,
-        drug_features=feats,
-        n_cells=n_cells,
-        seed=seed,
-        device=device,
-    )
-    paths = write_eval(res, out)
+    res = api.evaluate(run_dir, test, **api_options(params, api.evaluate, skip=("out",)), out=out)
     agg = res.summary["aggregate"]
     log.info(
         "scored %d held-out contexts; mean R2: %s", res.summary["n_test_contexts"], describe(res)
@@ -94,7 +66,10 @@ def evaluate(
         emit_json(
             {
                 "status": "ok",
-                "files": paths,
+                "files": {
+                    "eval_csv": str(out / _keys.EVAL_CSV),
+                    "eval_json": str(out / _keys.EVAL_JSON),
+                },
                 "n_test_contexts": res.summary["n_test_contexts"],
                 "aggregate": agg,
                 "best_baseline": res.summary["best_baseline"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from gimcli.cli._app import app
-from gimcli.cli._common import parse_floats, parse_kv, setup_logging, split_list
+from gimcli.cli._common import api_options, setup_logging
 
 
 @app.command(
@@ -41,61 +41,16 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    from gimcli.data.features import read_feature_csv
+    params = dict(locals())  # every option, by name: passed through to gimcli.api.explain
+    from gimcli import api
     from gimcli.data.io import write_text
     from gimcli.errors import InputError
-    from gimcli.explanation import graph_table, target_table, training_requests
-    from gimcli.gimrun import GimRun
-    from gimcli.prediction import build_requests
 
     setup_logging(quiet=quiet)
     fmt = "json" if as_json else fmt
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"--format {fmt!r}: expected table, csv or json")
-    if features is not None and conditions:
-        raise InputError(
-            "give --conditions or --features, not both (the CSV lists what to explain)"
-        )
-    run = GimRun.load(run_dir)
-    if graph:
-        df = graph_table(run, top=top_edges)
-    else:
-        conds = split_list(conditions)
-        new = {}
-        if features is not None:
-            req, new = build_requests(
-                run,
-                features=read_feature_csv(str(features)),
-                doses=parse_floats(doses, option="--doses"),
-                covariates=parse_kv(covariate, option="--covariate"),
-            )
-        else:
-            req = training_requests(run, conds, parse_kv(covariate, option="--covariate"))
-            known = set(req["condition"])
-            unseen = [c for c in conds or [] if c not in known]
-            if unseen:  # not trained on (e.g. a new combination): explain from the network's prior
-                extra, _ = build_requests(
-                    run,
-                    conditions=unseen,
-                    doses=parse_floats(doses, option="--doses"),
-                    covariates=parse_kv(covariate, option="--covariate"),
-                )
-                import pandas as pd
-
-                req = pd.concat([req, extra], ignore_index=True)
-        df = target_table(run, req, new, top=top_targets, n_downstream=n_downstream)
-        if plot is not None:
-            from gimcli.data.io import atomic_path
-            from gimcli.report.plots import targets_bars
-
-            if len(req) > 24:
-                raise InputError(
-                    f"--plot draws at most 24 conditions ({len(req)} selected); narrow with "
-                    "--conditions/--covariate"
-                )
-            png = targets_bars(df, label_cols=["condition", "dose", *run.cov_keys])
-            with atomic_path(plot) as tmp:
-                tmp.write_bytes(png)
+    df = api.explain(run_dir, **api_options(params, api.explain))
     text = _render(df, fmt)
     if out is not None:
         write_text(text, out)

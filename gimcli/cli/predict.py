@@ -8,14 +8,7 @@ from pathlib import Path
 import typer
 
 from gimcli.cli._app import app
-from gimcli.cli._common import (
-    check_output_file,
-    emit_json,
-    parse_floats,
-    parse_kv,
-    setup_logging,
-    split_list,
-)
+from gimcli.cli._common import api_options, emit_json, setup_logging
 
 log = logging.getLogger("gimcli.cli.predict")
 
@@ -43,7 +36,11 @@ def predict(
     covariate: list[str] | None = typer.Option(
         None, help="KEY=VALUE (repeatable); default: every training group."
     ),
-    n_cells: int = typer.Option(100, help="Cells sampled per predicted condition."),
+    n_cells: int = typer.Option(
+        0,
+        help="Cells per predicted condition; 0: every training control cell of its group once "
+        "(up to 500; the cells' mean is then exactly the predicted mean).",
+    ),
     map_targets: bool = typer.Option(
         False,
         "--map-targets",
@@ -54,54 +51,31 @@ def predict(
         help="controls: move training control cells by the predicted effect "
         "(the SEM counterfactual) | gaussian: sample the fitted noise.",
     ),
+    with_controls: bool = typer.Option(
+        True,
+        "--with-controls/--no-controls",
+        help="Also write the training control cells of each requested group, labelled with the "
+        "control label (what cell-eval, pertpy and scanpy compare predictions against).",
+    ),
     seed: int = typer.Option(0, help="Seed for sampling cells."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    from gimcli import _keys
-    from gimcli.data.features import read_feature_csv
-    from gimcli.data.io import write_h5ad
-    from gimcli.errors import InputError
-    from gimcli.gimrun import GimRun
-    from gimcli.prediction import build_requests
-    from gimcli.prediction import predict as predict_cells
-    from gimcli.provenance import provenance
+    params = dict(locals())  # every option, by name: passed through to gimcli.api.predict
+    from gimcli import api
 
     setup_logging(quiet=quiet)
-    if noise not in ("controls", "gaussian"):
-        raise InputError(f"--noise {noise!r}: expected controls or gaussian")
-    if n_cells < 1:
-        raise InputError("--n-cells must be >= 1")
-    check_output_file(out, overwrite=overwrite)
-    run = GimRun.load(run_dir)
-    feats = read_feature_csv(str(features)) if features else None
-    req, new = build_requests(
-        run,
-        features=feats,
-        conditions=split_list(conditions),
-        doses=parse_floats(doses, option="--doses"),
-        covariates=parse_kv(covariate, option="--covariate"),
-    )
-    pred = predict_cells(
-        run, req, new, n_cells=n_cells, seed=seed, map_targets=map_targets, noise=noise
-    )
-    inputs = {
-        "model": run_dir / _keys.MODEL_WEIGHTS,
-        "model_meta": run_dir / _keys.MODEL_META,
-        "features": features,
-    }
-    pred.uns[_keys.UNS]["provenance"] = provenance(seed=seed, inputs=inputs).to_dict()
-    write_h5ad(pred, out)
-    conds = pred.uns[_keys.UNS]["conditions"]
-    log.info("wrote %s: %d conditions x %d cells", out, len(req), n_cells)
+    res = api.predict(run_dir, **api_options(params, api.predict))
+    log.info("wrote %s: %d conditions, %d cells", out, res["n_conditions"], res["n_obs"])
     if as_json:
+        conds = res["conditions"]
         emit_json(
             {
                 "status": "ok",
                 "out": str(out),
-                "n_conditions": len(req),
-                "n_cells": int(pred.n_obs),
+                "n_conditions": res["n_conditions"],
+                "n_cells": int(res["n_obs"]),
                 "low_similarity": conds.index[conds["low_similarity"]].tolist(),
                 "conditions": conds.reset_index(names="label").to_dict("records"),
             }

@@ -11,9 +11,8 @@ import typer
 
 from gimcli import _keys
 from gimcli.cli._app import app
-from gimcli.cli._common import check_run_dir, emit_json, setup_logging, split_list
-from gimcli.config import DataKeys, TrainConfig
-from gimcli.errors import ConfigError, InputError
+from gimcli.cli._common import api_options, emit_json, setup_logging
+from gimcli.config import TrainConfig
 
 log = logging.getLogger("gimcli.cli.train")
 _D = TrainConfig()
@@ -119,97 +118,41 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
 ):
-    from gimcli.data.features import read_feature_csv
-    from gimcli.model.precision import check_precision
-    from gimcli.training.distributed import env_rank, env_world_size
-    from gimcli.training.fitting import resolve_device
-    from gimcli.workflow import train_to_directory
+    params = dict(locals())  # every option, by name: passed through to gimcli.api.train
+    from gimcli import api
+    from gimcli.cli._config import invocation
+    from gimcli.data.io import check_run_dir
+    from gimcli.training.distributed import env_rank
 
-    cfg = config_from_options(
-        n_top_genes=n_top_genes,
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        target_cost=target_cost,
-        l1_graph=l1_graph,
-        shift_sd=shift_sd,
-        spike_sd=spike_sd,
-        objective=objective,
-        fix_graph=fix_graph,
-        batch_contexts=batch_contexts,
-        max_cells_per_context=max_cells_per_context,
-        restarts=restarts,
-        seed=seed,
-        precision=precision,
-        batching=batching,
-    )
-    if checkpoint_every < 0:
-        raise InputError("--checkpoint-every must be >= 0 minutes")
-    distributed = env_world_size() > 1
-    if distributed and (resume or checkpoint_every):
-        raise InputError(
-            "--resume/--checkpoint-every are not supported under torchrun yet; run one process"
-        )
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
     if main_rank:
         check_run_dir(out, overwrite=overwrite)
-    check_precision(precision, resolve_device(device))
-    if drug_features:  # read again by the library; here only to refuse a bad file early
-        read_feature_csv(str(drug_features), smiles=True)
-    keys = DataKeys(
-        perturbation_key=perturbation_key,
-        control=control,
-        dose_key=dose_key,
-        covariate_keys=split_list(covariate_keys),
-        smiles_key=smiles_key,
-        feature_keys=split_list(feature_keys),
-        counts_layer=counts_layer,
-    )
-    holdout = _holdout(
-        holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
-    )
     setup_logging(quiet=quiet or not main_rank, log_file=out / _keys.LOG if main_rank else None)
-    with _Progress(cfg.steps, enabled=not quiet and main_rank) as prog:
-        res = train_to_directory(
+    with _Progress(steps, enabled=not quiet and main_rank) as prog:
+        run = api.train(
             data,
-            out,
-            keys=keys,
-            config=cfg,
-            drug_features=drug_features,
-            holdout=holdout,
-            device=device,
-            backed=backed,
-            deterministic=deterministic,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
             progress=prog.update,
+            invocation=invocation(params),
+            **api_options(params, api.train),
         )
     if main_rank:
-        _report(res, out, as_json=as_json)
+        _report(run, out, as_json=as_json)
 
 
-def config_from_options(**options) -> TrainConfig:
-    """TrainConfig from the command's options; a refused value is named by its flag."""
-    try:
-        return TrainConfig(**options)
-    except ConfigError as e:
-        raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
-
-
-def _report(res, out: Path, *, as_json: bool) -> None:
+def _report(run, out: Path, *, as_json: bool) -> None:
     """The closing log line and the --json summary."""
-    run, hist, t = res.run, res.history, res.timings
+    t, tr = run.outputs["timings"], run.meta.training
     diag = run.meta.diagnostics
     summary = {
         "status": "ok",
         "out": str(out),
-        "files": res.paths,
+        "files": run.outputs["files"],
         "seconds": round(t["total"], 2),
         "n_cells": run.meta.training.n_cells,
         "n_genes": len(run.genes),
         "n_contexts": len(run.meta.contexts),
-        "best_step": hist.best_step,
-        "best_val_nll": hist.best_val,
+        "best_step": tr.best_step,
+        "best_val_nll": tr.best_val_nll,
         "device": run.meta.training.device,
         "diagnostics": diag.to_dict(),
         "timings": {k: round(t[k], 3) for k in ("read", "prepare", "train", "write")},
@@ -218,25 +161,11 @@ def _report(res, out: Path, *, as_json: bool) -> None:
         "wrote %s in %.1f s (best step %d, B spectral radius %.2f)",
         out,
         summary["seconds"],
-        hist.best_step,
+        tr.best_step,
         diag.B_spectral_radius,
     )
     if as_json:
         emit_json(summary)
-
-
-def _holdout(conditions, doses, combinations, covariate, split_key):
-    from gimcli.cli._common import parse_floats, parse_kv
-    from gimcli.evaluation.splits import Holdout
-
-    cov = parse_kv([covariate], option="--holdout-covariate") if covariate else {}
-    return Holdout(
-        conditions=split_list(conditions) or [],
-        doses=parse_floats(doses, option="--holdout-doses") or [],
-        combinations=split_list(combinations) or [],
-        covariate=next(iter(cov.items()), None),
-        split_key=split_key,
-    )
 
 
 class _Progress:

@@ -105,3 +105,92 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
 def write_text(text: str, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_output_file(path: Path, *, overwrite: bool) -> None:
+    """Refuse an output file that exists (without `overwrite`), is a directory, or whose parent
+    is not a directory."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{parent} is not a directory")
+
+
+def check_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Refuse to write a run directory over a file, or over a trained model without
+    `overwrite`."""
+    from gimcli import _keys
+
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path} exists and is not a directory")
+    if (path / _keys.MODEL_META).exists() and not overwrite:
+        raise InputError(
+            f"--out {path} already holds a trained model; pass --overwrite to replace it"
+        )
+
+
+class H5adAppender:
+    """An .h5ad written in pieces of rows (cells), so that a large output never sits in memory:
+    X (CSR) and the dense per-cell arrays (layers, obsm) are appended chunk by chunk; obs, var,
+    varm and uns are written by `close`. The file reads back with `anndata.read_h5ad`.
+
+    Used inside `atomic_path`: a failed write leaves no partial file at the destination.
+    """
+
+    _DENSE = ("layers", "obsm")
+
+    def __init__(self, path: str | Path, *, compression: str | None = "gzip"):
+        import h5py
+
+        self.f = h5py.File(path, "w")
+        self.f.attrs["encoding-type"] = "anndata"
+        self.f.attrs["encoding-version"] = "0.1.0"
+        self.kw = {"compression": compression} if compression else {}
+        self.n_obs = 0
+        from anndata.io import write_elem
+
+        for group in (*self._DENSE, "varm"):  # mappings, with their encoding, filled later
+            write_elem(self.f, group, {})
+
+    def append(self, piece: ad.AnnData) -> None:
+        """Append the rows of `piece`: X (sparse or dense), its layers and obsm (obs is written
+        whole by `close`)."""
+        import numpy as np
+        import scipy.sparse as sp
+        from anndata.io import sparse_dataset, write_elem
+
+        X = sp.csr_matrix(piece.X)
+        if "X" not in self.f:
+            write_elem(self.f, "X", X, dataset_kwargs=self.kw)
+        else:
+            sparse_dataset(self.f["X"]).append(X)
+        for kind in self._DENSE:
+            for name, arr in getattr(piece, kind).items():
+                arr = np.asarray(arr)
+                key = f"{kind}/{name}"
+                if key not in self.f:
+                    kw = {**self.kw, "maxshape": (None, *arr.shape[1:])}
+                    write_elem(self.f, key, arr, dataset_kwargs=kw)
+                else:
+                    ds = self.f[key]
+                    ds.resize((self.n_obs + len(arr), *arr.shape[1:]))
+                    ds[self.n_obs :] = arr
+        self.n_obs += piece.n_obs
+
+    def close(self, *, obs, var, varm: dict | None = None, uns: dict | None = None) -> None:
+        """Write obs (one row per appended cell), var, varm and uns, and close the file."""
+        from anndata.io import write_elem
+
+        try:
+            if len(obs) != self.n_obs:
+                raise ValueError(f"obs has {len(obs)} rows for {self.n_obs} appended cells")
+            write_elem(self.f, "obs", obs)
+            write_elem(self.f, "var", var)
+            for name, arr in (varm or {}).items():
+                write_elem(self.f, f"varm/{name}", arr)
+            write_elem(self.f, "uns", uns or {})
+        finally:
+            self.f.close()

@@ -28,6 +28,9 @@ class PreprocessInfo:
     hvg_flavor: str | None
     n_top_genes: int
     genes: list[str] = field(default_factory=list)
+    # column of each modelled gene in the input's var_names (predictions line up with the input's
+    # full gene set through it); [] in runs made before it was recorded
+    gene_index: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +85,7 @@ def preprocess(
         hvg_flavor=None if keep is None else hvg_flavor,
         n_top_genes=n_top_genes,
         genes=genes.tolist(),
+        gene_index=(np.arange(adata.n_vars) if keep is None else np.flatnonzero(keep)).tolist(),
     )
     log.info(
         "preprocessed %s%s: %s, %d of %d genes kept",

@@ -97,14 +97,6 @@ class TrainReference:
             self.ctrl_mean[g] if g in self.ctrl_mean else np.mean(list(self.ctrl_mean.values()), 0)
         )
 
-    def control_cells(self, g: tuple, *, max_cells: int, seed: int) -> np.ndarray:
-        rows = self.ctrl_rows.get(g)
-        if rows is None:
-            rows = np.concatenate(list(self.ctrl_rows.values()))
-        if len(rows) > max_cells:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
-        return self.X[rows].toarray().astype(float)
-
     def component_effect(self, comp: str, dose: float, g: tuple) -> np.ndarray | None:
         """Training effect (mean - control) of one component alone at its nearest dose (log
         scale)."""

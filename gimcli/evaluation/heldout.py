@@ -33,7 +33,7 @@ from gimcli.errors import InputError, ModelError
 from gimcli.evaluation import baselines as bl
 from gimcli.evaluation import metrics as M
 from gimcli.gimrun import GimRun
-from gimcli.prediction import predict
+from gimcli.prediction import cells_from_change, predict, reference
 from gimcli.provenance import finite_json, json_default
 from gimcli.training.fitting import fit_run
 
@@ -78,31 +78,48 @@ def fit_nograph(
 
 
 def _gim_predictions(
-    run: GimRun, table: pd.DataFrame, feats: dict[str, np.ndarray], *, n_cells: int, seed: int
+    run: GimRun,
+    table: pd.DataFrame,
+    feats: dict[str, np.ndarray],
+    *,
+    n_cells: int | None,
+    seed: int,
 ):
-    """Per held-out context: the GIM's mean, its sampled cells and its target probabilities."""
+    """Per held-out context: the GIM's cells (those `gim predict` writes with the same n_cells
+    and seed, to float32 rounding), their mean and the target probabilities."""
     new = {n: f for n, f in feats.items() if n not in run.meta.components}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
-    means, cells, pis = [], [], []
-    for s in range(0, len(req), _PRED_CHUNK):
-        pred = predict(
-            run,
-            req.iloc[s : s + _PRED_CHUNK].reset_index(drop=True),
-            new,
-            n_cells=n_cells,
-            seed=seed + s,
-        )
-        means.append(pred.uns[_keys.UNS]["mean"].to_numpy())
-        pis.append(pred.uns[_keys.UNS]["target_prob"].to_numpy())
-        X = pred.X.toarray()
-        cells += [X[i * n_cells : (i + 1) * n_cells] for i in range(len(means[-1]))]
-    return np.concatenate(means), cells, np.concatenate(pis)
+    pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK)
+    X = pred.X.toarray()
+    cells = np.split(X, np.cumsum(pred.uns[_keys.UNS]["conditions"]["n_cells"].to_numpy())[:-1])
+    means = np.stack([c.astype(np.float64).mean(0) for c in cells]) if cells else np.zeros(0)
+    return means, cells, pred.uns[_keys.UNS]["target_prob"].to_numpy()
+
+
+def _baseline_cells(run: GimRun, held, means: np.ndarray, ref, *, n_cells: int | None, seed: int):
+    """A mean baseline's cells: the same reference control cells as the GIM's for each context,
+    moved by the baseline's predicted change (its mean minus the training control mean) under the
+    same sparsity rule; returns (mean of the cells, cells)."""
+    labels = [context_label(held.table.iloc[k], run.cov_keys) for k in range(len(held.queries))]
+    groups = run.group_index(held.table)
+    delta = np.stack([means[k] - ref.control(q.group) for k, q in enumerate(held.queries)])
+    ok = np.isfinite(delta).all(1)
+    cells = cells_from_change(
+        run, labels, groups, np.where(ok[:, None], delta, 0.0), n_cells=n_cells, seed=seed
+    )
+    m = np.stack([c.astype(np.float64).mean(0) for c in cells])
+    m[~ok] = np.nan
+    return m, cells
 
 
 @dataclass
 class EvalResult:
     table: pd.DataFrame  # tidy: one row per (context, method) and one aggregate row per method
     summary: dict  # JSON-able: aggregate, best baseline, definitions, targets, params
+    # with keep_cells: per method, the predicted cells of each held-out context (rows of
+    # `contexts`), the very cells its metrics were computed from
+    cells: dict[str, list[np.ndarray]] | None = None
+    contexts: pd.DataFrame | None = None
 
 
 @dataclass
@@ -143,15 +160,17 @@ def evaluate(
     methods: tuple[str, ...] = METHODS,
     drug_features: pd.DataFrame | None = None,
     truth: dict | None = None,
-    n_cells: int = M.MAX_CELLS,
+    n_cells: int | None = None,
     seed: int = 0,
     split: dict | None = None,
+    keep_cells: bool = False,
 ) -> EvalResult:
     """Score the GIM and the baselines on every perturbed context of `test`.
 
     `train` holds exactly the training cells (the baselines and the PCA space use them). Without
     `nograph`, the B = 0 GIM is refit when "gim_nograph" is in `methods`. `truth` is a simulated
-    screen's uns['gim_truth'] (targets and graph are then scored too).
+    screen's uns['gim_truth'] (targets and graph are then scored too). `keep_cells` keeps every
+    method's predicted cells in the result (bench/celleval.py writes them for cell-eval).
     """
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -195,27 +214,37 @@ def evaluate(
         cov_categories=run.meta.covariates.categories,
     )
     for name, predict_mean in baselines.items():
-        preds[name] = (np.stack([predict_mean(q) for q in held.queries]), None)
-    per = _score_contexts(run, held, Xte, ref, preds, space, n_cells=n_cells, seed=seed)
+        means = np.stack([predict_mean(q) for q in held.queries])
+        preds[name] = _baseline_cells(run, held, means, ref, n_cells=n_cells, seed=seed)
+    per = _score_contexts(
+        run, held, Xte, ref, preds, space, seed=seed, models={"gim_nograph": nograph}
+    )
     out, agg, n_ok = _with_aggregates(per, run.cov_keys)
     summary = _summary(agg, n_ok, per, held.table, split, n_cells, seed, space)
     if truth is not None:
         summary["targets"] = _target_scores(
             run, nograph, truth, held.table, pis, train, ref, Xtr, tr
         )
-    return EvalResult(table=out, summary=summary)
+    if not keep_cells:
+        return EvalResult(table=out, summary=summary)
+    cells = {name: c for name, (_, c) in preds.items()}
+    return EvalResult(table=out, summary=summary, cells=cells, contexts=held.table)
 
 
-def _score_contexts(run, held, Xte, ref, preds, space, *, n_cells, seed) -> pd.DataFrame:
-    """One row of metrics per held-out context and method. A mean baseline's cells are the
-    training controls of the context's group shifted by the predicted change."""
+def _score_contexts(run, held, Xte, ref, preds, space, *, seed, models=None) -> pd.DataFrame:
+    """One row of metrics per held-out context and method, each from the cells the method
+    predicts: their mean is its prediction, and its change is taken against the mean of the
+    reference control cells they were made from (the controls a prediction file writes), as
+    cell-eval computes it. `models` names the run whose reference cells a method used (default:
+    `run`)."""
     rows = []
-    ctrl_by_group: dict[tuple, np.ndarray] = {}  # the same control cells serve a whole group
+    refs: dict[str, dict] = {}
     for k, q in enumerate(held.queries):
         rows_k = np.flatnonzero(held.cell_ctx == k)
         X_true = Xte[rows_k].toarray().astype(float)
         y, c = X_true.mean(0), ref.control(q.group)
         row = held.table.iloc[k]
+        g = int(run.group_index(held.table.iloc[[k]])[0])
         base = {
             "scope": "context",
             "context": context_label(row, run.cov_keys),
@@ -228,15 +257,11 @@ def _score_contexts(run, held, Xte, ref, preds, space, *, n_cells, seed) -> pd.D
             if not np.isfinite(p).all():
                 rows.append({**base, "method": name, **{m_: np.nan for m_ in M.METRICS}})
                 continue
-            if cells is None:
-                if q.group not in ctrl_by_group:
-                    ctrl_by_group[q.group] = ref.control_cells(
-                        q.group, max_cells=n_cells, seed=seed
-                    )
-                pc = ctrl_by_group[q.group] + (p - c)
-            else:
-                pc = cells[k]
-            metrics = M.context_metrics(y, p, c, X_true, pc, space=space, seed=seed + k)
+            model = (models or {}).get(name) or run
+            c_pred = reference(model, g, refs.setdefault(name, {})).mean
+            metrics = M.context_metrics(
+                y, p, c, X_true, cells[k], space=space, seed=seed + k, c_pred=c_pred
+            )
             rows.append({**base, "method": name, **metrics})
     return pd.DataFrame(rows)
 
@@ -446,7 +471,7 @@ def evaluate_saved_run(
     *,
     methods: tuple[str, ...] = METHODS,
     drug_features: pd.DataFrame | None = None,
-    n_cells: int = M.MAX_CELLS,
+    n_cells: int | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> EvalResult:

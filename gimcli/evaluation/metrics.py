@@ -2,7 +2,9 @@
 
 Notation for one held-out context (one condition at one dose in one covariate group):
 `y` = true mean expression over genes (log-normalised, modelled genes), `p` = predicted mean,
-`c` = mean of the training control cells of the same covariate group, `X` = true cells,
+`c` = mean of the training control cells of the same covariate group, `c_p` = mean of the control
+cells the prediction was made from (the reference controls a prediction file writes beside its
+cells; cell-eval takes each file's change against its own controls), `X` = true cells,
 `Y` = predicted cells, both projected on a PCA fitted on training cells.
 Target recovery (AUROC/AUPRC) lives in gimcli.evaluation.truth and is reused, not redefined.
 """
@@ -33,8 +35,9 @@ DEFINITIONS = {
     "r2_mean": "sklearn r2_score(y, p) over genes: "
     "1 - sum_j (y_j - p_j)^2 / sum_j (y_j - mean(y))^2",
     "r2_top20_de": "r2_score(y[D], p[D]), D = the 20 genes with largest |y_j - c_j|",
-    "pearson_delta": "Pearson correlation over genes of y - c and p - c "
-    "(NaN when p - c is constant)",
+    "pearson_delta": "Pearson correlation over genes of y - c and p - c_p, c_p the mean of the "
+    "control cells the prediction was made from (as cell-eval computes it; NaN when p - c_p is "
+    "constant)",
     "mse": "mean over genes of (y_j - p_j)^2",
     "energy_distance": "2 E|X-Y| - E|X-X'| - E|Y-Y'| (Euclidean, V-statistic) "
     "in training-cell PCA space, "
@@ -62,10 +65,13 @@ def r2_top_de(y: np.ndarray, p: np.ndarray, c: np.ndarray, *, n: int = TOP_DE) -
     return r2_mean(np.asarray(y)[idx], np.asarray(p)[idx])
 
 
-def pearson_delta(y: np.ndarray, p: np.ndarray, c: np.ndarray) -> float:
-    """Pearson correlation of the true and predicted change against control, over genes."""
+def pearson_delta(
+    y: np.ndarray, p: np.ndarray, c: np.ndarray, c_pred: np.ndarray | None = None
+) -> float:
+    """Pearson correlation of the true change (against `c`) and the predicted change (against
+    `c_pred`, default `c`), over genes."""
     a = np.asarray(y, float) - np.asarray(c, float)
-    b = np.asarray(p, float) - np.asarray(c, float)
+    b = np.asarray(p, float) - np.asarray(c if c_pred is None else c_pred, float)
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / den) if den > 1e-12 else float("nan")
@@ -149,13 +155,15 @@ def context_metrics(
     *,
     space: PCASpace | None = None,
     seed: int = 0,
+    c_pred: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every metric of METRICS for one context. Cells are optional (distribution metrics are NaN
-    without them); they are subsampled with `seed` and projected with `space`."""
+    without them); they are subsampled with `seed` and projected with `space`. `c_pred`: the mean
+    of the control cells the prediction was made from (default `c`)."""
     out = {
         "r2_mean": r2_mean(y, p),
         "r2_top20_de": r2_top_de(y, p, c),
-        "pearson_delta": pearson_delta(y, p, c),
+        "pearson_delta": pearson_delta(y, p, c, c_pred),
         "mse": mse(y, p),
         "energy_distance": float("nan"),
         "mmd": float("nan"),

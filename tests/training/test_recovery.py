@@ -60,7 +60,7 @@ def test_measured_singles_are_predicted_from_their_posterior(fitted20):
         ]
     )
     req = tc[["condition", "dose"]].astype(str).reset_index(drop=True)
-    post = predict(run, req, n_cells=2).uns["gim"]["mean"].to_numpy()
+    post = predict(run, req, n_cells=2).uns["gim"]["model_mean"].to_numpy()
     mse_post = float(np.mean((post - emp) ** 2))
     with torch.no_grad():
         u_prior = torch.from_numpy(run.interventions(req, use_posterior=False).direct())
@@ -78,7 +78,7 @@ def test_measured_singles_are_predicted_from_their_posterior(fitted20):
     assert mse_post < 0.0015 and mse_post < 0.75 * mse_prior
     a, b, dose = req["condition"][0], req["condition"][3], req["dose"][0]
     pair = pd.DataFrame({"condition": [a, b, f"{a}+{b}"], "dose": [dose, dose, f"{dose}+{dose}"]})
-    m = predict(run, pair, n_cells=2).uns["gim"]["mean"].to_numpy()
+    m = predict(run, pair, n_cells=2).uns["gim"]["model_mean"].to_numpy()
     np.testing.assert_allclose(m[2] - ctrl, (m[0] - ctrl) + (m[1] - ctrl), atol=1e-4)
 
 
