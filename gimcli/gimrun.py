@@ -45,6 +45,7 @@ class GimRun:
         None  # (K, d) posterior mean shift u of a gene if targeted (standardised)
     )
     posterior_spike: np.ndarray | None = None  # (K, d) ... if not targeted
+    posterior_logodds: np.ndarray | None = None  # (K, d) posterior log-odds of being a target
     ref_cells: np.ndarray | None = (
         None  # (n, d) log-normalised control cells (counterfactual predictions)
     )
@@ -78,6 +79,12 @@ class GimRun:
     @property
     def groups(self) -> pd.DataFrame:
         return self.meta.covariates.table
+
+    @property
+    def target_score(self) -> np.ndarray | None:
+        """(K, d) the score to rank a training context's direct targets by: the posterior log-odds
+        (the probability itself saturates at 1.0 and ties), or the probability for older runs."""
+        return self.posterior_logodds if self.posterior_logodds is not None else self.posterior
 
     @property
     def contexts(self) -> pd.DataFrame:
@@ -180,7 +187,9 @@ class GimRun:
         doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
         logits, shifts = self.module.interventions(cb)
-        prob = (torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)).numpy().copy()
+        mask = cb.comp_mask.unsqueeze(-1)
+        prob = (torch.sigmoid(logits) * mask).numpy().copy()
+        log_odds = torch.where(mask, logits, torch.full_like(logits, _NO_COMPONENT)).numpy().copy()
         shift = shifts.numpy().copy()
         spike = np.zeros_like(shift)
         if use_posterior and self.posterior is not None and self.posterior_shift is not None:
@@ -191,18 +200,23 @@ class GimRun:
                 if (
                     i is not None and len(cl) > 1
                 ):  # a measured combination: its own posterior on component 0
-                    prob[k], shift[k] = 0.0, 0.0
-                    prob[k, 0], shift[k, 0], spike[k, 0] = self._posterior_of(i)
+                    prob[k], shift[k], log_odds[k] = 0.0, 0.0, _NO_COMPONENT
+                    prob[k, 0], shift[k, 0], spike[k, 0], log_odds[k, 0] = self._posterior_of(i)
                     continue
                 for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
                     i = single.get((name, round(dz, 9), covs))
                     if i is not None:
-                        prob[k, c], shift[k, c], spike[k, c] = self._posterior_of(i)
-        return Interventions(prob=prob, shift=shift, spike=spike)
+                        prob[k, c], shift[k, c], spike[k, c], log_odds[k, c] = self._posterior_of(i)
+        return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
 
-    def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0
-        return self.posterior[i], self.posterior_shift[i], spike
+        if self.posterior_logodds is not None:
+            lo = self.posterior_logodds[i]
+        else:  # a run saved before the log-odds were kept: from the (rounded) probability
+            p = np.clip(self.posterior[i], 1e-7, 1 - 1e-7)
+            lo = np.log(p) - np.log1p(-p)
+        return self.posterior[i], self.posterior_shift[i], spike, lo
 
     def _cov_tuples(self, table: pd.DataFrame) -> list[tuple[str, ...]]:
         """Each row's covariate values as strings (() per row without covariates)."""
@@ -239,7 +253,7 @@ class GimRun:
         tensors["std_sd"] = torch.from_numpy(self.std_sd)
         if self.posterior is not None:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
-        for name in ("posterior_shift", "posterior_spike"):
+        for name in ("posterior_shift", "posterior_spike", "posterior_logodds"):
             if getattr(self, name) is not None:
                 tensors[name] = torch.from_numpy(np.asarray(getattr(self, name), np.float32))
         if self.ref_cells is not None:
@@ -326,10 +340,23 @@ class Interventions:
     prob: np.ndarray
     shift: np.ndarray
     spike: np.ndarray
+    log_odds: np.ndarray  # (K,C,d) log-odds of prob; _NO_COMPONENT where a component is absent
 
     @property
     def prob_any(self) -> np.ndarray:
         return 1 - np.prod(1 - self.prob, axis=1)
+
+    @property
+    def log_odds_any(self) -> np.ndarray:
+        """(K,d) log-odds that any component targets the gene, in log space: the ranking score,
+        which keeps ordering genes whose probability is 1.0 in float32."""
+        lo = self.log_odds.astype(np.float64)
+        log_none = -np.logaddexp(0.0, lo).sum(1)  # sum_c log(1 - p_c)
+        with np.errstate(divide="ignore"):
+            exact = np.log(-np.expm1(log_none)) - log_none
+        # all p_c tiny: log(1 - P(none)) = logsumexp_c(lo_c) to first order (exact underflows)
+        small = np.logaddexp.reduce(lo, axis=1)
+        return np.where(log_none > -1e-8, small, exact).astype(np.float32)
 
     def direct(self, *, map_targets: bool = False) -> np.ndarray:
         """(K,d) the direct shift u, expected (E[u]) or with the MAP targets (prob > 0.5)."""
@@ -340,4 +367,13 @@ class Interventions:
 # What a model.json that does not fit its model.pt (or this gim) raises while loading.
 _MISMATCH = (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError, GimError)
 # Arrays model.pt may hold beside the weights (runs without posteriors or controls lack some).
-_OPTIONAL_ARRAYS = ("posterior", "posterior_shift", "posterior_spike", "ref_cells", "ref_group")
+_OPTIONAL_ARRAYS = (
+    "posterior",
+    "posterior_shift",
+    "posterior_spike",
+    "posterior_logodds",
+    "ref_cells",
+    "ref_group",
+)
+# The log-odds of a component a context does not have (log(0) without infinities in the sums).
+_NO_COMPONENT = -1e4

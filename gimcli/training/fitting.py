@@ -129,7 +129,9 @@ def fit_run(
     if ddp:
         ddp.close()
     module.eval()
-    posterior, posterior_shift, posterior_spike = training_posterior(module, tdata, cfg)
+    posterior, posterior_shift, posterior_spike, posterior_logodds = training_posterior(
+        module, tdata, cfg
+    )
     summary = TrainingSummary(
         best_step=hist.best_step,
         best_val_nll=hist.best_val,
@@ -151,6 +153,7 @@ def fit_run(
         posterior=posterior,
         posterior_shift=posterior_shift,
         posterior_spike=posterior_spike,
+        posterior_logodds=posterior_logodds,
         ref_cells=prep.X[prep.ref_rows].toarray().astype(np.float32),
         ref_group=prep.cell_group[prep.ref_rows].astype(np.int64),
     )
@@ -327,13 +330,15 @@ def _jsonable_table(t: pd.DataFrame) -> list[dict]:
 @torch.no_grad()
 def training_posterior(
     module: GIMModule, data: TrainData, cfg: TrainConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per training context and gene: the exact posterior probability that it is a direct target,
-    and the posterior mean of its direct shift u if targeted and if not (standardised units)."""
+    the posterior mean of its direct shift u if targeted and if not (standardised units), and the
+    posterior log-odds of being a target (the ranking score: it does not saturate at p = 1)."""
     total = data.split["val"][2] + data.split["train"][2]
     out = np.zeros((data.K, module.sem.d), np.float32)
     shift = np.zeros((data.K, module.sem.d), np.float32)
     spike = np.zeros((data.K, module.sem.d), np.float32)
+    log_odds = np.zeros((data.K, module.sem.d), np.float32)
     start = 0
     while start < data.K:
         cum = np.cumsum(total[start:])
@@ -343,5 +348,6 @@ def training_posterior(
         out[ids] = m.post_any.cpu().numpy()
         shift[ids] = (m.u_target / m.post_any.clamp_min(1e-6)).cpu().numpy()
         spike[ids] = m.u_null.cpu().numpy()
+        log_odds[ids] = m.log_odds.cpu().numpy()
         start = stop
-    return out, shift, spike
+    return out, shift, spike, log_odds
