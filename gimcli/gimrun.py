@@ -103,11 +103,6 @@ class GimRun:
         out = {n: self.comp_feats[i] for i, n in enumerate(self.meta.components) if n in names}
         new = [n for n in names if n not in out]
         if new:
-            if self.spec.kind == "identity":
-                raise ModelError(
-                    "identity features cannot describe perturbations not seen in training: "
-                    f"{new[:10]}"
-                )
             raw = component_descriptors(self.spec, new, obs=obs, keys=self.meta.keys, table=table)
             out.update(self.spec.featurize(raw))
         return out
@@ -207,7 +202,128 @@ class GimRun:
                     i = single.get((name, round(dz, 9), covs))
                     if i is not None:
                         prob[k, c], shift[k, c], spike[k, c], log_odds[k, c] = self._posterior_of(i)
+        if self.spec.kind == "identity":
+            self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
+        elif use_posterior:
+            self._shared_response(comps, doses, requests, spike)
         return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
+
+    def _unseen_knockouts(self, comps, requests, cb, prob, shift, spike, log_odds) -> None:
+        """Identity features know nothing of a perturbation not seen in training, so the network's
+        output for it is a guess. Instead (in place): every gene gets the covariate group's mean
+        direct shift over training perturbations (the response they share) as a non-target shift;
+        its own gene, when measured, is a target with the median direct shift that training
+        knock-outs gave their own gene, and the cascade of that shift through B is kept with the
+        weight w that predicted the training knock-outs best, each from the others
+        (`_unseen_profile`): total = A^-1 rest + own e_j + w (A^-1 - I) own e_j."""
+        known = set(self.meta.components)
+        unseen = [(k, c) for k, cl in enumerate(comps) for c, n in enumerate(cl) if n not in known]
+        if not unseen or self.posterior is None or self.posterior_shift is None:
+            return
+        own, rest, weight = self._unseen_profile
+        B = self.module.sem.weights().detach().numpy()
+        groups = self.group_index(requests)
+        comp_gene = cb.comp_gene.numpy()
+        for k, c in unseen:
+            g, j = groups[k], int(comp_gene[k, c])
+            prob[k, c], shift[k, c], spike[k, c] = 0.0, 0.0, rest[g]
+            log_odds[k, c] = _NO_COMPONENT
+            if j >= 0 and np.isfinite(own[g, 0]):
+                prob[k, c, j], shift[k, c, j], log_odds[k, c, j] = 1.0, own[g, 0], own[g, 1]
+                # A^-1 d = A^-1 rest + own e_j + w (A^-1 - I) own e_j for d = rest + own e_j
+                # - (1 - w) own B e_j
+                spike[k, c] = rest[g] - (1 - weight[g]) * own[g, 0] * B[:, j]
+                spike[k, c, j] = 0.0
+
+    def _shared_response(self, comps, doses, requests, spike) -> None:
+        """A new drug (no posterior) gets, as its non-target shift, the mean non-target shift of
+        the training drugs of its covariate group at the nearest training dose: the response that
+        perturbations of a group share, which the network's prior (no shift off its targets)
+        leaves out."""
+        if self.posterior is None or self.posterior_spike is None:
+            return
+        known = set(self.meta.components)
+        groups = self.group_index(requests)
+        table = self._rest_by_dose
+        for k, (cl, dl) in enumerate(zip(comps, doses, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                if name in known or groups[k] not in table:
+                    continue
+                tdoses, rest = table[groups[k]]
+                t = dose_transform(np.asarray([dz] + list(tdoses)), self.meta.dose_scale)
+                spike[k, c] = rest[int(np.argmin(np.abs(t[1:] - t[0])))]
+
+    @cached_property
+    def _rest_by_dose(self) -> dict[int, tuple[list[float], np.ndarray]]:
+        """Per covariate group: its training doses of single perturbations, and at each the mean
+        over those contexts of the non-target part of the posterior direct shift."""
+        tc = self.contexts
+        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
+        part = (1 - self.posterior) * self.posterior_spike
+        acc: dict[int, dict[float, list[np.ndarray]]] = {}
+        for k in np.flatnonzero(~tc["is_control"].astype(bool).to_numpy()):
+            dl = dose_parts(tc["dose"].iloc[k])
+            if len(split_components(str(tc["condition"].iloc[k]))) != 1:
+                continue
+            acc.setdefault(int(groups[k]), {}).setdefault(round(dl[0], 9), []).append(part[k])
+        return {
+            g: (list(by), np.stack([np.mean(v, 0) for v in by.values()])) for g, by in acc.items()
+        }
+
+    @cached_property
+    def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per covariate group: (median own-gene direct shift, its median log-odds) of training
+        single knock-outs of measured genes (NaN where a group has none); the mean direct shift
+        (d) of its training perturbations, each context's own gene left out; and the weight in
+        [0, 1] of the own shift's cascade through B, by least squares over the training knock-outs
+        of measured genes, each predicted from the others (1 where there are fewer than 3)."""
+        tc = self.contexts
+        G, d = len(self.std_mean), len(self.genes)
+        spike = self.posterior_spike if self.posterior_spike is not None else 0.0
+        direct = self.posterior * self.posterior_shift + (1 - self.posterior) * spike
+        total = self.module.sem.propagate(torch.from_numpy(direct.astype(np.float32))).numpy()
+        A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
+        score = self.target_score
+        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
+        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
+        perturbed = ~tc["is_control"].astype(bool).to_numpy()
+        own = np.full((G, 2), np.nan)
+        rest = np.zeros((G, d), np.float32)
+        weight = np.ones(G, np.float32)
+        for g in range(G):
+            kos, keeps = [], []  # (context, own gene) of single knock-outs of measured genes
+            for k in np.flatnonzero((groups == g) & perturbed):
+                cl = split_components(str(tc["condition"].iloc[k]))
+                keep = np.ones(d, bool)
+                for n in cl:
+                    if gene_of.get(n, -1) >= 0:
+                        keep[gene_of[n]] = False
+                if len(cl) == 1 and not keep.all():
+                    kos.append((k, gene_of[cl[0]]))
+                keeps.append((k, keep))
+            if not keeps:
+                continue
+            S = sum(np.where(keep, direct[k], 0.0) for k, keep in keeps)
+            N = sum(keep.astype(float) for _, keep in keeps)
+            rest[g] = S / np.maximum(N, 1)
+            if not kos:
+                continue
+            eff = np.array([direct[k, j] for k, j in kos])
+            own[g] = np.median(eff), np.median([score[k, j] for k, j in kos])
+            if len(kos) < 3:
+                continue
+            num = den = 0.0
+            for i, (k, j) in enumerate(kos):
+                keep = dict(keeps)[k]
+                r_k = np.where(
+                    N - keep > 0, (S - np.where(keep, direct[k], 0)) / np.maximum(N - keep, 1), 0
+                )
+                o = np.median(np.delete(eff, i))
+                resid = total[k] - A_inv @ r_k - o * np.eye(d)[j]
+                v = o * (A_inv[:, j] - np.eye(d)[j])
+                num, den = num + resid @ v, den + v @ v
+            weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
+        return own, rest, weight
 
     def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0
