@@ -187,6 +187,7 @@ class GimRun:
         log_odds = torch.where(mask, logits, torch.full_like(logits, _NO_COMPONENT)).numpy().copy()
         shift = shifts.numpy().copy()
         spike = np.zeros_like(shift)
+        measured = np.zeros(prob.shape[:2], bool)
         if use_posterior and self.posterior is not None and self.posterior_shift is not None:
             whole, single = self._posterior_index
             cov_rows = self._cov_tuples(requests)
@@ -197,16 +198,83 @@ class GimRun:
                 ):  # a measured combination: its own posterior on component 0
                     prob[k], shift[k], log_odds[k] = 0.0, 0.0, _NO_COMPONENT
                     prob[k, 0], shift[k, 0], spike[k, 0], log_odds[k, 0] = self._posterior_of(i)
+                    measured[k] = True
                     continue
                 for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
                     i = single.get((name, round(dz, 9), covs))
                     if i is not None:
                         prob[k, c], shift[k, c], spike[k, c], log_odds[k, c] = self._posterior_of(i)
+                        measured[k, c] = True
+            self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
         elif use_posterior:
             self._shared_response(comps, doses, requests, spike)
         return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
+
+    def _dose_residual(self, comps, doses, cov_rows, measured, shift, spike) -> None:
+        """A training component at a dose it was not measured at (in place): the network's prior
+        plus w times the residual (posterior minus prior direct shift) of its measured doses,
+        interpolated linearly in transformed dose (held constant past the ends). w in [0, 1] is
+        fitted by leave-one-dose-out over the interior doses of training components
+        (`_dose_residuals`): the residual carries what the drug's own cells said that the
+        network's smooth dose response did not."""
+        table, w = self._dose_residuals
+        if w <= 0:
+            return
+        for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                entry = table.get((name, covs))
+                if measured[k, c] or entry is None:
+                    continue
+                t, R = entry
+                t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
+                delta = w * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
+                shift[k, c] += delta  # on and off target alike: E[u] moves by delta
+                spike[k, c] += delta
+
+    @cached_property
+    def _dose_residuals(self) -> tuple[dict, float]:
+        """Per (component, covariates) measured alone at >= 2 doses: its transformed doses
+        (sorted) and residuals (n, d); and the weight w of the interpolated residual."""
+        tc = self.contexts
+        ctrl = tc["is_control"].astype(bool).to_numpy()
+        rows = [
+            i
+            for i, cond in enumerate(tc["condition"])
+            if not ctrl[i] and len(split_components(str(cond))) == 1
+        ]
+        if not rows or self.posterior is None or self.posterior_shift is None:
+            return {}, 0.0
+        sub = tc.iloc[rows].reset_index(drop=True)
+        cb = self.context_batch(
+            [[str(c)] for c in sub["condition"]], [dose_parts(d) for d in sub["dose"]], sub
+        )
+        with torch.no_grad():
+            logits, shifts = self.module.interventions(cb)
+        prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
+        spike = self.posterior_spike[rows] if self.posterior_spike is not None else 0.0
+        post = self.posterior[rows]
+        resid = post * self.posterior_shift[rows] + (1 - post) * spike - prior
+        t = cb.dose_t[:, 0].numpy()
+        groups: dict = {}
+        for i, key in enumerate(
+            zip(sub["condition"].astype(str), self._cov_tuples(sub), strict=True)
+        ):
+            groups.setdefault(key, []).append(i)
+        table, num, den = {}, 0.0, 0.0
+        for key, idx in groups.items():
+            idx = sorted(idx, key=lambda i: t[i])
+            if len(idx) < 2:
+                continue
+            tt, R = t[idx], resid[idx]
+            table[key] = (tt, R)
+            for m in range(1, len(idx) - 1):  # interior doses, each from its neighbours
+                rest = [q for q in range(len(idx)) if q != m]
+                P = np.array([np.interp(tt[m], tt[rest], R[rest, j]) for j in range(R.shape[1])])
+                num, den = num + float(P @ R[m]), den + float(P @ P)
+        w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+        return table, w
 
     def _unseen_knockouts(self, comps, requests, cb, prob, shift, spike, log_odds) -> None:
         """Identity features know nothing of a perturbation not seen in training, so the network's
@@ -281,8 +349,9 @@ class GimRun:
         G, d = len(self.std_mean), len(self.genes)
         spike = self.posterior_spike if self.posterior_spike is not None else 0.0
         direct = self.posterior * self.posterior_shift + (1 - self.posterior) * spike
-        total = self.module.sem.propagate(torch.from_numpy(direct.astype(np.float32))).numpy()
-        A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
+        with torch.no_grad():
+            total = self.module.sem.propagate(torch.from_numpy(direct.astype(np.float32))).numpy()
+            A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
         score = self.target_score
         groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
         gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
