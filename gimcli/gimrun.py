@@ -210,6 +210,7 @@ class GimRun:
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
         elif use_posterior:
             self._shared_response(comps, doses, requests, spike)
+            self._neighbour_residual(comps, doses, requests, new_features or {}, shift, spike)
         return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
 
     def _dose_residual(self, comps, doses, cov_rows, measured, shift, spike) -> None:
@@ -233,10 +234,69 @@ class GimRun:
                 shift[k, c] += delta  # on and off target alike: E[u] moves by delta
                 spike[k, c] += delta
 
+    def _neighbour_residual(self, comps, doses, requests, new_features, shift, spike) -> None:
+        """A new drug (in place): plus w times the similarity-weighted mean dose residual of its
+        `_N_NEIGHBOURS` most similar training drugs in its covariate group, at its dose. The
+        network's prior is smooth in the features and shrunk by weight decay; the neighbours'
+        residuals carry what their cells said beyond it. w in [0, 1] is fitted leave-one-drug-out
+        over the training drugs (`_neighbour_weight`); w = 0 turns it off."""
+        table, _ = self._dose_residuals
+        w = self._neighbour_weight
+        if w <= 0:
+            return
+        known = set(self.meta.components)
+        cov_rows = self._cov_tuples(requests)
+        for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                if name in known or name not in new_features:
+                    continue
+                t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
+                delta = self._neighbour_mean(new_features[name], t0, covs, table, exclude=None)
+                if delta is not None:
+                    shift[k, c] += w * delta
+                    spike[k, c] += w * delta
+
+    def _neighbour_mean(self, feat, t0, covs, table, *, exclude):
+        """Similarity-weighted mean residual at transformed dose t0 of the most similar training
+        components measured in group `covs` (None if there are none with similarity > 0)."""
+        names = [n for n in self._feature_of if (n, covs) in table and n != exclude]
+        if not names:
+            return None
+        F = np.stack([self._feature_of[n] for n in names])
+        sim = self.spec.similarity(np.asarray(feat, np.float32)[None], F)[0]
+        top = np.argsort(-sim, kind="stable")[:_N_NEIGHBOURS]
+        top = top[sim[top] > 0]
+        if not len(top):
+            return None
+        out = 0.0
+        for i in top:
+            t, R = table[(names[i], covs)]
+            out = out + sim[i] * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
+        return out / sim[top].sum()
+
+    @cached_property
+    def _feature_of(self) -> dict[str, np.ndarray]:
+        return {n: self.comp_feats[i] for i, n in enumerate(self.meta.components)}
+
+    @cached_property
+    def _neighbour_weight(self) -> float:
+        """Least-squares weight in [0, 1] of the neighbours' residual, each training drug's
+        residual at each of its doses predicted from the other drugs'."""
+        table, _ = self._dose_residuals
+        num = den = 0.0
+        for (name, covs), (t, R) in table.items():
+            for i in range(len(t)):
+                P = self._neighbour_mean(
+                    self._feature_of[name], float(t[i]), covs, table, exclude=name
+                )
+                if P is not None:
+                    num, den = num + float(P @ R[i]), den + float(P @ P)
+        return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+
     @cached_property
     def _dose_residuals(self) -> tuple[dict, float]:
-        """Per (component, covariates) measured alone at >= 2 doses: its transformed doses
-        (sorted) and residuals (n, d); and the weight w of the interpolated residual."""
+        """Per (component, covariates) measured alone: its transformed doses (sorted) and
+        residuals (n, d); and the weight w of the interpolated residual."""
         tc = self.contexts
         ctrl = tc["is_control"].astype(bool).to_numpy()
         rows = [
@@ -265,8 +325,6 @@ class GimRun:
         table, num, den = {}, 0.0, 0.0
         for key, idx in groups.items():
             idx = sorted(idx, key=lambda i: t[i])
-            if len(idx) < 2:
-                continue
             tt, R = t[idx], resid[idx]
             table[key] = (tt, R)
             for m in range(1, len(idx) - 1):  # interior doses, each from its neighbours
@@ -560,5 +618,7 @@ _OPTIONAL_ARRAYS = (
     "ref_cells",
     "ref_group",
 )
+# Training drugs whose residuals a new drug borrows (GimRun._neighbour_residual).
+_N_NEIGHBOURS = 5
 # The log-odds of a component a context does not have (log(0) without infinities in the sums).
 _NO_COMPONENT = -1e4
