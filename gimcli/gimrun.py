@@ -21,10 +21,22 @@ from gimcli import _keys
 from gimcli._version import __version__
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
-from gimcli.data.features import FeatureSpec, component_descriptors, split_components
+from gimcli.data.features import (
+    FeatureSpec,
+    component_descriptors,
+    split_components,
+    undescribable,
+    undescribable_message,
+)
 from gimcli.data.io import atomic_path
 from gimcli.data.preprocess import PreprocessInfo
-from gimcli.errors import CheckpointMismatch, GimError, ModelError, weights_only_reason
+from gimcli.errors import (
+    CheckpointMismatch,
+    GimError,
+    InputError,
+    ModelError,
+    weights_only_reason,
+)
 from gimcli.model.module import ContextBatch, GIMModule
 from gimcli.provenance import file_sha256, json_default
 from gimcli.schema import MODEL_FORMAT_VERSION, RunMeta
@@ -96,11 +108,8 @@ class GimRun:
         out = {n: self.comp_feats[i] for i, n in enumerate(self.meta.components) if n in names}
         new = [n for n in names if n not in out]
         if new:
-            if self.spec.kind == "identity":
-                raise ModelError(
-                    "identity features cannot describe perturbations not seen in training: "
-                    f"{new[:10]}"
-                )
+            if unknown := undescribable(self.spec.kind, new, self.meta.components):
+                raise InputError(undescribable_message(unknown))
             raw = component_descriptors(self.spec, new, obs=obs, keys=self.meta.keys, table=table)
             out.update(self.spec.featurize(raw))
         return out
@@ -114,7 +123,7 @@ class GimRun:
         idx = key.get_indexer(pd.MultiIndex.from_frame(cov_values[self.cov_keys].astype(str)))
         if (idx < 0).any():
             bad = cov_values.iloc[int(np.flatnonzero(idx < 0)[0])][self.cov_keys].to_dict()
-            raise ModelError(
+            raise InputError(
                 f"covariates {bad} were not in training (known groups: {g.to_dict('records')})"
             )
         return idx
@@ -131,7 +140,7 @@ class GimRun:
         new_features = new_features or {}
         extra = [n for cl in components for n in cl if n not in names and n not in new_features]
         if extra:
-            raise ModelError(f"no features for {sorted(set(extra))[:10]}")
+            raise InputError(f"no features for {sorted(set(extra))[:10]}")
         vocab = names + [n for n in new_features if n not in names]
         feats = (
             np.concatenate(

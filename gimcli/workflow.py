@@ -19,8 +19,8 @@ import numpy as np
 
 from gimcli import _keys
 from gimcli.config import DataKeys, TrainConfig
-from gimcli.data.features import read_feature_csv
-from gimcli.data.io import read_h5ad
+from gimcli.data.features import check_heldout_features, read_feature_csv
+from gimcli.data.io import read_h5ad, staged_dir
 from gimcli.evaluation.heldout import describe, evaluate_split, write_eval
 from gimcli.evaluation.splits import Holdout, train_mask
 from gimcli.gimrun import GimRun
@@ -102,6 +102,8 @@ def train_to_directory(
         )
     t_read = time.perf_counter() - t0
     mask = _train_mask(adata, holdout, keys)
+    if mask is not None:  # what would fail only when the held-out cells are scored, after training
+        check_heldout_features(adata.obs, mask, keys=keys, drug_features=feats_df)
     set_deterministic(deterministic)
     ckpt = (
         contextlib.nullcontext()
@@ -139,11 +141,21 @@ def train_to_directory(
             nograph = None
             if mask is not None:
                 run.evaluation, nograph = evaluate_split(
-                    run, adata, mask, split=holdout.to_dict(), device=device, seed=config.seed
+                    run,
+                    adata,
+                    mask,
+                    split=holdout.to_dict(),
+                    device=device,
+                    seed=config.seed,
+                    drug_features=feats_df,
                 )
                 log.info("held-out mean R2: %s", describe(run.evaluation))
-            if out is not None:
-                paths = write_outputs(run, hist, out, adata=adata, mask=mask, nograph=nograph)
+            if out is not None:  # written beside out, moved in when complete (never partial)
+                with staged_dir(out, last=(_keys.MODEL_META,)) as stage:
+                    staged = write_outputs(
+                        run, hist, stage, adata=adata, mask=mask, nograph=nograph
+                    )
+                paths = {k: str(out / Path(v).relative_to(stage)) for k, v in staged.items()}
             t_write = time.perf_counter() - t_write
     if not distributed and out is not None:
         ckpt.finished()

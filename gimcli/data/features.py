@@ -14,13 +14,35 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import DataKeys, TrainConfig
-from gimcli.errors import InputError, ModelError
+from gimcli.errors import InputError
 
 COMBO_SEP = "+"
 
 
 def split_components(condition: str) -> list[str]:
     return [c.strip() for c in str(condition).split(COMBO_SEP) if c.strip()]
+
+
+def undescribable(kind: str, names, known) -> list[str]:
+    """The perturbations (component names) that features of `kind` cannot describe, given the
+    training components `known`: the one rule of what can be extrapolated to.
+
+    SMILES and numeric features describe any name they are given values for (whether the values
+    exist is checked where they are read); identity features only the training components.
+    Training checks held-out conditions with it before the first step, prediction and evaluation
+    before featurising."""
+    if kind != "identity":
+        return []
+    known = set(known)
+    return sorted({n for n in names if n not in known})
+
+
+def undescribable_message(names: list[str]) -> str:
+    return (
+        f"identity features cannot describe perturbations not seen in training: {names[:10]}"
+        + (" ..." if len(names) > 10 else "")
+        + "; give them features (--smiles-key, --drug-features or --feature-keys)"
+    )
 
 
 def _parse_smiles(smiles: str):
@@ -118,12 +140,9 @@ class FeatureSpec:
         if self.kind == "numeric":
             return self.featurize_numeric(descriptors)
         rows = {n: i for i, n in enumerate(self.components)}
-        unknown = [n for n in descriptors if n not in rows]
+        unknown = undescribable(self.kind, descriptors, rows)
         if unknown:
-            raise ModelError(
-                "identity features cannot describe perturbations not seen in training: "
-                f"{unknown[:10]}"
-            )
+            raise InputError(undescribable_message(unknown))
         eye = np.eye(len(self.components), dtype=np.float32)
         return {n: eye[rows[n]] for n in descriptors}
 
@@ -289,6 +308,43 @@ def component_descriptors(
     return {n: n for n in names}
 
 
+def feature_kind(keys: DataKeys, drug_features: pd.DataFrame | None) -> str:
+    """smiles (--smiles-key / --drug-features), numeric (--feature-keys) or identity."""
+    given = (keys.smiles_key, drug_features, keys.feature_keys or None)
+    if sum(x is not None for x in given) > 1:
+        raise InputError("give only one of --smiles-key, --drug-features, --feature-keys")
+    if keys.smiles_key is not None or drug_features is not None:
+        return "smiles"
+    return "numeric" if keys.feature_keys else "identity"
+
+
+def check_heldout_features(
+    obs: pd.DataFrame,
+    train_mask: np.ndarray,
+    *,
+    keys: DataKeys,
+    drug_features: pd.DataFrame | None,
+) -> None:
+    """Before training on obs[train_mask]: refuse held-out perturbations that the features cannot
+    describe (`undescribable`) or that lack their SMILES or numeric values, which would otherwise
+    fail only when the held-out cells are scored, after training."""
+    pert = obs[keys.perturbation_key].astype(str).str.strip()
+    mask = np.asarray(train_mask, bool)
+    perturbed = (pert != keys.control).to_numpy()
+    names = lambda sel: {c for p in pert[sel].unique() for c in split_components(p)}  # noqa: E731
+    trained, held = names(mask & perturbed), names(~mask & perturbed)
+    new = sorted(held - trained)
+    if not new:
+        return
+    kind = feature_kind(keys, drug_features)
+    if unknown := undescribable(kind, new, trained):
+        raise InputError("held-out " + undescribable_message(unknown))
+    spec = FeatureSpec(kind=kind, columns=list(keys.feature_keys))
+    raw = component_descriptors(spec, new, obs=obs, keys=keys, table=drug_features)
+    if kind == "smiles":
+        spec.featurize_smiles(raw)  # names every SMILES that does not parse
+
+
 def training_features(
     obs: pd.DataFrame,
     comp_names: list[str],
@@ -299,10 +355,8 @@ def training_features(
 ) -> tuple[FeatureSpec, np.ndarray]:
     """The spec of a training run (SMILES with --smiles-key/--drug-features, numeric with
     --feature-keys, else identity) and one feature row per training component."""
-    given = (keys.smiles_key, drug_features, keys.feature_keys or None)
-    if sum(x is not None for x in given) > 1:
-        raise InputError("give only one of --smiles-key, --drug-features, --feature-keys")
-    if keys.smiles_key is not None or drug_features is not None:
+    kind = feature_kind(keys, drug_features)
+    if kind == "smiles":
         spec = FeatureSpec(
             kind="smiles",
             components=comp_names,
@@ -310,7 +364,7 @@ def training_features(
             n_bits=config.fp_bits,
             chirality=config.fp_chirality,
         )
-    elif keys.feature_keys:
+    elif kind == "numeric":
         spec = FeatureSpec(kind="numeric", components=comp_names, columns=list(keys.feature_keys))
     else:
         spec = FeatureSpec(kind="identity", components=comp_names)

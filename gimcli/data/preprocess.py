@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from gimcli.data.checks import check_expression
 from gimcli.data.chunked import preprocess_chunked, with_forced_genes
-from gimcli.errors import InputError, ModelError
+from gimcli.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def transform_new(
     """Apply a trained run's preprocessing to new data, aligned to the run's genes by name.
 
     Returns (CSR matrix over info.genes, list of missing genes filled with zeros). Raises
-    ModelError listing the missing genes when more than `max_missing` of them are absent.
+    InputError listing the missing genes when more than `max_missing` of them are absent.
     """
     import scanpy as sc
 
@@ -160,7 +160,7 @@ def transform_new(
     idx = adata.var_names.get_indexer(info.genes)
     missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
     if len(missing) > max_missing * len(info.genes):
-        raise ModelError(
+        raise InputError(
             f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from "
             "var_names "
             f"(more than {max_missing:.0%}): {missing[:20]}"

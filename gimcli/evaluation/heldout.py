@@ -443,6 +443,7 @@ def evaluate_split(
     split: dict | None = None,
     device: str = "auto",
     seed: int = 0,
+    drug_features: pd.DataFrame | None = None,
 ) -> tuple[EvalResult, GimRun]:
     """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
     method on the held-out cells `adata[~mask]`."""
@@ -460,6 +461,7 @@ def evaluate_split(
         truth=truth if isinstance(truth, dict) else None,
         seed=seed,
         split=split,
+        drug_features=drug_features,
     )
     return res, nograph
 
