@@ -132,6 +132,9 @@ def train(
     drug_features: str | Path | None = None,
     feature_keys: str | Sequence[str] | None = None,
     counts_layer: str | None = None,
+    combination_sep: str = "+",
+    input_kind: str = "auto",
+    min_cells: int = 0,
     n_top_genes: int = _D.n_top_genes,
     steps: int = _D.steps,
     lr: float = _D.lr,
@@ -176,7 +179,17 @@ def train(
         Where the screen keeps the perturbation (``A+B`` is a combination), the control label,
         the dose, covariates (comma list or list), SMILES, numeric features and raw counts.
     drug_features
-        CSV with columns name,smiles.
+        CSV with columns name,smiles; its names are never split into combinations.
+    input_kind
+        What X (or `counts_layer`) holds: auto (counts or log-normalised, detected) | counts |
+        log | continuous (z-scored, batch-corrected, arcsinh cytometry, log-ratios: negative
+        values allowed, used as given, genes selected by variance, predictions in that space).
+    min_cells
+        Model only genes detected (non-zero) in at least this many cells (0: no filter; the
+        perturbed genes of a genetic screen are always kept).
+    combination_sep
+        The separator of a combination's components (default '+'); 'none': every name is one
+        perturbation (README, "Combinations").
     n_top_genes, steps, lr, weight_decay, target_cost, l1_graph, shift_sd, spike_sd, objective,
     fix_graph, batch_contexts, max_cells_per_context, restarts, seed, precision, batching
         Training options: the fields of `gimcli.config.TrainConfig` (their defaults and reasons
@@ -228,8 +241,9 @@ def train(
     if out is not None and env_rank() == 0:
         check_run_dir(out, overwrite=overwrite)
     check_precision(precision, resolve_device(device))
-    if drug_features:  # read again by the workflow; here only to refuse a bad file early
-        _features_table(drug_features, smiles=True)
+    atomic: list[str] = []
+    if drug_features:  # read again by the workflow; here to refuse a bad file early
+        atomic = _features_table(drug_features, smiles=True)["name"].str.strip().tolist()
     try:
         keys = DataKeys(
             perturbation_key=perturbation_key,
@@ -239,6 +253,10 @@ def train(
             smiles_key=smiles_key,
             feature_keys=_names(feature_keys),
             counts_layer=counts_layer,
+            combination_sep=combination_sep,
+            atomic_names=atomic,
+            input_kind=input_kind,
+            min_cells=min_cells,
         )
     except ConfigError as e:
         raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
@@ -276,6 +294,21 @@ def _config(options: dict) -> TrainConfig:
         raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
 
 
+def _conditions(conditions, conditions_file) -> list[str] | None:
+    """--conditions (comma list) and --conditions-file (one name per line: names with commas)."""
+    names = _names(conditions) or []
+    if conditions_file is not None:
+        p = Path(conditions_file)
+        try:
+            lines = p.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--conditions-file {p}: cannot read ({e})") from None
+        names += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        if not names:
+            raise InputError(f"--conditions-file {p}: no condition names in it")
+    return names or None
+
+
 def _requests(run, *, features, conditions, doses, covariate):
     from gimcli.prediction import build_requests
 
@@ -294,6 +327,7 @@ def predict(
     out: str | Path | None = None,
     features: str | Path | pd.DataFrame | None = None,
     conditions: str | Sequence[str] | None = None,
+    conditions_file: str | Path | None = None,
     doses: str | Sequence[float] | None = None,
     covariate: dict | Sequence[str] | None = None,
     n_cells: int = 0,
@@ -317,6 +351,8 @@ def predict(
         columns, optional dose and covariate columns.
     conditions
         Perturbations or combinations (``A+B``) the model knows: comma list or list.
+    conditions_file
+        A file of condition names, one per line (for names with commas); added to `conditions`.
     doses
         Doses to predict each perturbation at (comma list or list).
     covariate
@@ -355,6 +391,7 @@ def predict(
     if out is not None:
         check_output_file(Path(out), overwrite=overwrite)
     model, run_dir = _load_run(run)
+    conditions = _conditions(conditions, conditions_file)
     req, new = _requests(
         model, features=features, conditions=conditions, doses=doses, covariate=covariate
     )
@@ -386,6 +423,7 @@ def explain(
     top_targets: int = 10,
     n_downstream: int = 5,
     conditions: str | Sequence[str] | None = None,
+    conditions_file: str | Path | None = None,
     features: str | Path | pd.DataFrame | None = None,
     doses: str | Sequence[float] | None = None,
     covariate: dict | Sequence[str] | None = None,
@@ -404,6 +442,8 @@ def explain(
     conditions
         Conditions to explain (default: every training condition); ones not trained on (e.g. a
         new combination) are explained from the network's prior.
+    conditions_file
+        A file of condition names, one per line (for names with commas).
     features
         A table (or CSV path) of new perturbations, as for `predict`.
     doses, covariate
@@ -421,6 +461,7 @@ def explain(
     """
     from gimcli.explanation import graph_table, target_table, training_requests
 
+    conditions = _conditions(conditions, conditions_file)
     if features is not None and conditions:
         raise InputError(
             "give --conditions or --features, not both (the CSV lists what to explain)"
@@ -435,6 +476,8 @@ def explain(
         )
     else:
         conds = _names(conditions)
+        if conds:  # B+A is A+B: the canonical spelling the run keys its contexts by
+            conds = model.meta.keys.combinations.canonical_names(conds)
         cov = _pairs(covariate, option="covariate")
         req = training_requests(model, conds, cov)
         unseen = [c for c in conds or [] if c not in set(req["condition"])]

@@ -24,7 +24,6 @@ from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
 from gimcli.data.features import (
     FeatureSpec,
     component_descriptors,
-    split_components,
     undescribable,
     undescribable_message,
 )
@@ -185,7 +184,8 @@ class GimRun:
         component measured alone in training at the same dose and covariate group takes the
         posterior of that single context (a component's intervention is shared by every context it
         is in), and the rest take the network's prior pi(features), m(features)."""
-        comps = [split_components(c) for c in requests["condition"]]
+        rule = self.meta.keys.combinations.with_atomic(new_features or {})
+        comps = [rule.split(c) for c in requests["condition"]]
         doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
         logits, shifts = self.module.interventions(cb)
@@ -231,7 +231,7 @@ class GimRun:
         ):
             if is_ctrl:
                 continue
-            cl = split_components(str(cond))
+            cl = self.meta.keys.combinations.split(str(cond))
             dl = tuple(np.round(dose_parts(dose), 9))
             whole[(tuple(cl), dl, covs)] = i
             if len(cl) == 1:

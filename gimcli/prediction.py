@@ -19,7 +19,7 @@ import torch
 
 from gimcli import _keys
 from gimcli.data.contexts import canonical_dose, context_label, format_dose
-from gimcli.data.features import component_descriptors, split_components
+from gimcli.data.features import component_descriptors
 from gimcli.data.io import H5adAppender, atomic_path
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
@@ -63,12 +63,14 @@ def build_requests(
     if (features is None) == (conditions is None):
         raise InputError("give either --features/--drug-features CSV or --conditions")
     uses_dose = run.meta.keys.dose_key is not None
+    rule = run.meta.keys.combinations
     if features is not None:
         req, new_feats = _requests_from_table(run, features, uses_dose=uses_dose)
+        rule = rule.with_atomic(req["condition"])
     else:
-        req, new_feats = pd.DataFrame({"condition": [c.strip() for c in conditions]}), {}
+        req, new_feats = pd.DataFrame({"condition": rule.canonical_names(conditions)}), {}
         known = set(run.spec.components)
-        unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
+        unknown = sorted({c for cond in req["condition"] for c in rule.split(cond)} - known)
         if unknown:
             raise InputError(
                 f"--conditions: perturbation(s) {unknown[:10]} not in training; "
@@ -80,10 +82,9 @@ def build_requests(
         req = _cross(req, pd.DataFrame({"dose": [format_dose(x) for x in doses]}))
     elif not uses_dose:
         req["dose"] = "1"
-    req["dose"] = [
-        canonical_dose(d, len(split_components(c)), column="dose")
-        for c, d in zip(req["condition"], req["dose"], strict=True)
-    ]
+    canon = [rule.canonical(c, d) for c, d in zip(req["condition"], req["dose"], strict=True)]
+    req["condition"] = [c for c, _ in canon]
+    req["dose"] = [canonical_dose(d, len(rule.split(c)), column="dose") for c, d in canon]
     return _with_covariates(run, req, covariates), new_feats
 
 
@@ -139,9 +140,10 @@ def applicability(
     spec = run.spec
     train_names = run.meta.components
     sims, nearest = [], []
+    rule = run.meta.keys.combinations.with_atomic(new_feats)
     for cond in requests["condition"]:
         worst, near = 1.0, ""
-        for c in split_components(cond):
+        for c in rule.split(cond):
             if c in new_feats:
                 s = spec.similarity(new_feats[c][None], run.comp_feats)[0]
                 j = int(np.argmax(s))

@@ -179,6 +179,7 @@ def _train_mask(adata: ad.AnnData, holdout: Holdout | None, keys: DataKeys) -> n
         perturbation_key=keys.perturbation_key,
         control=keys.control,
         dose_key=keys.dose_key,
+        combinations=keys.combinations,
     )
     log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
     return mask

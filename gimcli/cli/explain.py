@@ -27,6 +27,9 @@ def explain(
     features: Path | None = typer.Option(
         None, "--features", "--drug-features", help="CSV of new perturbations (as for predict)."
     ),
+    conditions_file: Path | None = typer.Option(
+        None, help="File of condition names, one per line (for names with commas)."
+    ),
     doses: str | None = typer.Option(None, help="Doses for conditions/features not in training."),
     covariate: list[str] | None = typer.Option(None, help="KEY=VALUE (repeatable)."),
     graph: bool = typer.Option(False, "--graph", help="List the learned causal edges instead."),

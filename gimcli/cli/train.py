@@ -42,6 +42,19 @@ def train(
     counts_layer: str | None = typer.Option(
         None, help="Layer with raw counts (default: auto-detect X)."
     ),
+    input_kind: str = typer.Option(
+        "auto",
+        "--input",
+        help="auto | counts | log | continuous (negative values allowed, used as given).",
+    ),
+    min_cells: int = typer.Option(
+        0, help="Model only genes detected in at least this many cells (0: no filter)."
+    ),
+    combination_sep: str = typer.Option(
+        "+",
+        help="Separator of a combination's components ('none': every name is one perturbation; "
+        "names in --drug-features are never split).",
+    ),
     n_top_genes: int = typer.Option(
         _D.n_top_genes, help="Highly variable genes to model (all if fewer)."
     ),

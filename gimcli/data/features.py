@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import DataKeys, TrainConfig
+from gimcli.data.combinations import DEFAULT, Combinations
 from gimcli.errors import InputError
 
 COMBO_SEP = "+"
 
 
-def split_components(condition: str) -> list[str]:
-    return [c.strip() for c in str(condition).split(COMBO_SEP) if c.strip()]
+def split_components(condition: str, rule: Combinations = DEFAULT) -> list[str]:
+    """The components of a condition by the combination rule (gimcli.data.combinations)."""
+    return rule.split(condition)
 
 
 def undescribable(kind: str, names, known) -> list[str]:
@@ -275,6 +277,7 @@ def numeric_descriptors(
                 raise InputError(f"feature column {k!r} is not numeric")
         single = _single_rows(obs, perturbation_key)
         sub = obs.loc[single.isin(names), columns].assign(_c=single)
+        check_constant_features(sub, columns)
         vals = sub.groupby("_c", observed=True)[columns].mean()
         vals = vals[vals.notna().all(1)]
         values = {c: vals.loc[c].to_numpy(np.float32) for c in names if c in vals.index}
@@ -287,6 +290,36 @@ def numeric_descriptors(
     if out and not np.isfinite(np.stack(list(out.values()))).all():
         raise InputError(f"feature columns {columns} contain infinite values")
     return out
+
+
+def check_constant_features(sub: pd.DataFrame, columns: list[str]) -> None:
+    """A feature describes a perturbation, so it must be one value on all of its cells: refuse a
+    column that is empty on some of a perturbation's cells only, or that differs between them
+    (averaging either would silently invent a value). `sub`: the cells, `_c` their perturbation."""
+    g = sub.groupby("_c", observed=True)[columns]
+    n_na, n = g.agg(lambda s: int(s.isna().sum())), g.size()
+    for col in columns:
+        partial = n_na[col][(n_na[col] > 0) & (n_na[col] < n)]
+        if len(partial):
+            c = partial.index[0]
+            raise InputError(
+                f"feature column {col!r}: {int(partial.iloc[0])} of the {int(n[c])} cells of "
+                f"{c!r} have no value ({len(partial)} perturbation(s) like this); fill or drop "
+                "them"
+            )
+    spread = g.agg(lambda s: float(s.max() - s.min()) if s.notna().any() else 0.0)
+    for col in columns:
+        v = np.abs(sub[col].to_numpy(float))
+        v = v[np.isfinite(v)]
+        tol = 1e-6 * max(1.0, float(v.max()) if v.size else 0.0)
+        bad = spread[col][spread[col] > tol]
+        if len(bad):
+            c = bad.index[0]
+            raise InputError(
+                f"feature column {col!r} differs between cells of {c!r} (range {bad.iloc[0]:.4g}; "
+                f"{len(bad)} perturbation(s) like this): a feature must describe the whole "
+                "perturbation"
+            )
 
 
 def component_descriptors(
@@ -328,10 +361,11 @@ def check_heldout_features(
     """Before training on obs[train_mask]: refuse held-out perturbations that the features cannot
     describe (`undescribable`) or that lack their SMILES or numeric values, which would otherwise
     fail only when the held-out cells are scored, after training."""
+    rule = keys.combinations
     pert = obs[keys.perturbation_key].astype(str).str.strip()
     mask = np.asarray(train_mask, bool)
     perturbed = (pert != keys.control).to_numpy()
-    names = lambda sel: {c for p in pert[sel].unique() for c in split_components(p)}  # noqa: E731
+    names = lambda sel: {c for p in pert[sel].unique() for c in rule.split(p)}  # noqa: E731
     trained, held = names(mask & perturbed), names(~mask & perturbed)
     new = sorted(held - trained)
     if not new:

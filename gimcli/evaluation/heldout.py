@@ -26,7 +26,6 @@ from gimcli.data.contexts import (
     dose_parts,
     perturbed_contexts,
 )
-from gimcli.data.features import split_components
 from gimcli.data.io import atomic_path, read_h5ad, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
@@ -141,7 +140,7 @@ class _Heldout:
             )
         queries = [
             bl.Query(
-                components=split_components(table["condition"].iloc[k]),
+                components=keys.combinations.split(table["condition"].iloc[k]),
                 doses=dose_parts(table["dose"].iloc[k]),
                 group=tuple(str(table[c].iloc[k]) for c in run.cov_keys),
                 covariates=table.iloc[[k]],
@@ -185,8 +184,11 @@ def evaluate(
         dose_key=keys.dose_key,
         covariate_keys=run.cov_keys or None,
         min_cells=1,
+        combinations=keys.combinations,
     )
-    ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, run.cov_keys)
+    ref = bl.TrainReference.build(
+        Xtr, tr.table, tr.cell_context, run.cov_keys, rule=keys.combinations
+    )
     sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], _PCA_CELLS), False)
     space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
     names = {n for q in held.queries for n in q.components}

@@ -222,6 +222,7 @@ def prepare(
         dose_key=keys.dose_key,
         covariate_keys=list(keys.covariate_keys) or None,
         min_cells=cfg.min_cells_per_context,
+        combinations=keys.combinations,
     )
     if (~ctx.table["is_control"]).sum() == 0:
         raise InputError(
@@ -238,6 +239,8 @@ def prepare(
         hvg_flavor=cfg.hvg_flavor,
         target_sum=cfg.target_sum,
         force_genes=ctx.comp_names if identity else None,  # a perturbed gene is a likely target
+        input_kind=keys.input_kind,
+        min_cells=keys.min_cells,
     )
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
     comp_gene = np.array([gene_of.get(c, -1) if identity else -1 for c in ctx.comp_names], np.int64)

@@ -49,3 +49,182 @@ def test_a_failure_after_training_leaves_no_partial_run_directory(gim, tmp_path,
     assert {p.name for p in out.iterdir()} == {"gim.log"}  # model.pt was written, then removed
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     assert "disk full while writing eval_metrics.csv" in (out / "gim.log").read_text()
+
+
+# -- item 2: the combination rule -------------------------------------------------------------
+def _pairs_screen(tmp_path, rename=None, flip=False):
+    """Drugs by SMILES with two pairs; `rename` maps drug names (e.g. to names holding '+'),
+    `flip` spells half the cells of a pair B+A."""
+    from gimcli.simulation import simulate
+
+    a = simulate(
+        n_genes=8, n_drugs=4, doses=(100.0,), n_cells=20, n_control=60, n_combos=2,
+        features="smiles", seed=3,
+    )  # fmt: skip
+    obs = a.obs.copy()
+    cond = obs["condition"].astype(str)
+    if flip:
+        rows = (cond == "Aspirin+Caffeine").to_numpy().nonzero()[0][::2]
+        cond.iloc[rows] = "Caffeine+Aspirin"
+    for old, new in (rename or {}).items():
+        cond = cond.str.replace(old, new, regex=False)
+    obs["condition"] = cond
+    a.obs = obs
+    singles = obs[~cond.str.contains(r"\+(?!\))", regex=True) & (cond != "control")]
+    table = singles.drop_duplicates("condition")[["condition", "smiles"]]
+    csv = tmp_path / "drugs.csv"
+    table.rename(columns={"condition": "name"}).to_csv(csv, index=False)
+    path = tmp_path / "pairs.h5ad"
+    a.write_h5ad(path)
+    return path, csv
+
+
+def test_drug_features_names_with_plus_are_never_split(gim, tmp_path):
+    path, _ = _pairs_screen(tmp_path, rename={"Ibuprofen": "(+)-Ibuprofen"})
+
+    a = __import__("anndata").read_h5ad(path)
+    cond = a.obs["condition"].astype(str)
+    single = a.obs[cond.isin(["Aspirin", "Caffeine", "(+)-Ibuprofen", "Paracetamol"])]
+    csv = tmp_path / "named.csv"
+    single.drop_duplicates("condition")[["condition", "smiles"]].rename(
+        columns={"condition": "name"}
+    ).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    rc, _, err = gim(
+        "train", path, "--out", out, "--dose-key", "dose", "--drug-features", csv,
+        "--steps", "20", "-q",
+    )  # fmt: skip
+    assert rc == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    assert "(+)-Ibuprofen" in meta["components"] and "(" not in meta["components"]
+    assert meta["keys"]["combination_sep"] == "+"
+    assert "(+)-Ibuprofen+Caffeine" in {c["condition"] for c in meta["contexts"]}
+
+
+def test_combination_sep_none_treats_names_as_atomic(gim, tmp_path):
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    obs = a.obs.copy()
+    obs["condition"] = obs["condition"].astype(str).str.replace("drug0", "cd3_cd28+u012")
+    a.obs = obs
+    path = tmp_path / "flow.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "run"
+    rc, _, err = gim("train", path, "--out", out, *TRAIN_ARGS, "--steps", "5")
+    assert rc == 3 and "no values in feature columns" in err, err  # '+' splits by default
+    rc, _, err = gim(
+        "train", path, "--out", out, *TRAIN_ARGS, "--steps", "5", "--combination-sep", "none"
+    )
+    assert rc == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["components"] == [f"cd3_cd28+u012{i}" for i in range(4)]
+    assert meta["keys"]["combination_sep"] == "none"
+
+
+def test_combination_order_is_canonical_in_train_predict_and_explain(gim, tmp_path):
+    import anndata as ad
+    import numpy as np
+
+    path, csv = _pairs_screen(tmp_path, flip=True)
+    out = tmp_path / "run"
+    rc, _, err = gim(
+        "train", path, "--out", out, "--dose-key", "dose", "--smiles-key", "smiles",
+        "--steps", "20", "-q", "--holdout-combinations", "Caffeine+Ibuprofen",
+    )  # fmt: skip
+    assert rc == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    conds = [c["condition"] for c in meta["contexts"]]
+    assert "Aspirin+Caffeine" in conds and "Caffeine+Aspirin" not in conds  # one context
+    assert [c["n_cells"] for c in meta["contexts"] if c["condition"] == "Aspirin+Caffeine"] == [20]
+    preds = {}
+    for spelling in ("Ibuprofen+Caffeine", "Caffeine+Ibuprofen"):
+        p = tmp_path / f"{spelling}.h5ad"
+        rc, _, err = gim(
+            "predict", out, "--conditions", spelling, "--doses", "100", "--out", p, "-q"
+        )
+        assert rc == 0, err
+        preds[spelling] = ad.read_h5ad(p)
+    a, b = preds.values()
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    assert set(a.obs["condition"].astype(str)) == {"Caffeine+Ibuprofen", "control"}
+    names = tmp_path / "conds.txt"
+    names.write_text("Caffeine+Aspirin\n")  # one name per line: commas allowed
+    rc, stdout, err = gim("explain", out, "--conditions-file", names, "--format", "json")
+    assert rc == 0, err
+    rows = json.loads(stdout)
+    assert rows and {r["condition"] for r in rows} == {"Aspirin+Caffeine"}
+
+
+# -- item 3: continuous input ------------------------------------------------------------------
+def test_continuous_input_with_negative_values(gim, tmp_path):
+    import anndata as ad
+    import numpy as np
+
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+    a.X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)  # z-scored: about half negative
+    path = tmp_path / "z.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "run"
+    rc, _, err = gim("train", path, "--out", out, *TRAIN_ARGS, "--steps", "5")
+    assert rc == 3 and "negative values" in err and "--input continuous" in err, err
+    rc, _, err = gim(
+        "train", path, "--out", out, *TRAIN_ARGS, "--steps", "20", "--input", "continuous",
+        "--n-top-genes", "6",
+    )  # fmt: skip
+    assert rc == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    pre = meta["preprocess"]
+    assert pre["kind"] == "continuous" and not pre["log1p"] and pre["hvg_flavor"] == "variance"
+    assert meta["keys"]["input_kind"] == "continuous"
+    want = np.argsort(-a.X.var(0), kind="stable")[:6]  # by variance, not seurat on expm1
+    assert sorted(pre["gene_index"]) == sorted(want.tolist())
+    pred = tmp_path / "p.h5ad"
+    rc, _, err = gim("predict", out, "--conditions", "drug00", "--doses", "100", "--out", pred)
+    assert rc == 0, err
+    p = ad.read_h5ad(pred)
+    Xp = p.X.toarray()
+    cells = (p.obs["gim_source"] == "predicted").to_numpy()
+    assert (Xp[cells] < 0).mean() > 0.2  # written in the input's space, not clipped at 0
+
+
+# -- item 8: inputs that must not be accepted ---------------------------------------------------
+def _write(a, tmp_path):
+    path = tmp_path / "bad.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+def test_all_zero_x_is_refused(gim, tmp_path):
+    import numpy as np
+
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    a.X = np.zeros(a.shape, np.float32)
+    rc, _, err = gim("train", _write(a, tmp_path), "--out", tmp_path / "r", *TRAIN_ARGS)
+    assert rc == 3 and "X: every value is 0" in err, err
+
+
+def test_feature_varying_within_a_condition_and_partial_nan_are_refused(gim, tmp_path):
+    import numpy as np
+
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    obs = a.obs.copy()
+    rows = np.flatnonzero(obs["condition"].astype(str) == "drug02")
+    obs.iloc[rows[:5], obs.columns.get_loc("f1")] += 1.0
+    a.obs = obs
+    rc, _, err = gim("train", _write(a, tmp_path), "--out", tmp_path / "r", *TRAIN_ARGS)
+    assert rc == 3 and "feature column 'f1' differs between cells of 'drug02'" in err, err
+    a = tiny_screen()
+    obs = a.obs.copy()
+    rows = np.flatnonzero(obs["condition"].astype(str) == "drug01")
+    obs.iloc[rows[:3], obs.columns.get_loc("f0")] = np.nan
+    a.obs = obs
+    rc, _, err = gim("train", _write(a, tmp_path), "--out", tmp_path / "r2", *TRAIN_ARGS)
+    assert rc == 3 and "feature column 'f0': 3 of the 20 cells of 'drug01' have no value" in err
