@@ -31,6 +31,7 @@ from gimcli.gimrun import GimRun
 
 log = logging.getLogger(__name__)
 _D = TrainConfig()
+PLOT_MAX = 24  # conditions one --plot figure draws
 
 # Options of `train` that are TrainConfig fields (the rest read the data or steer the run).
 _CONFIG_OPTIONS = (
@@ -421,6 +422,7 @@ def explain(
     run: GimRun | str | Path,
     *,
     top_targets: int = 10,
+    min_prob: float = 0.5,
     n_downstream: int = 5,
     conditions: str | Sequence[str] | None = None,
     conditions_file: str | Path | None = None,
@@ -439,6 +441,10 @@ def explain(
         A `GimRun` or a run directory.
     top_targets, n_downstream
         Direct targets (by probability) and strongest downstream genes listed per condition.
+    min_prob
+        List a gene as a direct target only when its target probability is at least this; a
+        condition without one is named in ``df.attrs["without_targets"]`` ("no confident direct
+        targets").
     conditions
         Conditions to explain (default: every training condition); ones not trained on (e.g. a
         new combination) are explained from the network's prior.
@@ -451,7 +457,7 @@ def explain(
     graph, top_edges
         List the `top_edges` strongest learned causal edges (source, target, weight) instead.
     plot
-        Also draw the targets of each condition (at most 24) to this PNG.
+        Also draw the targets of each condition to this PNG (the first 24; a warning says so).
 
     Returns
     -------
@@ -486,17 +492,27 @@ def explain(
                 model, features=None, conditions=unseen, doses=doses, covariate=cov
             )
             req = pd.concat([req, extra], ignore_index=True)
-    df = target_table(model, req, new, top=top_targets, n_downstream=n_downstream)
+    if not 0 <= min_prob <= 1:
+        raise InputError(f"--min-prob {min_prob:g}: must be between 0 and 1")
+    df = target_table(
+        model, req, new, top=top_targets, n_downstream=n_downstream, min_prob=min_prob
+    )
     if plot is not None:
         from gimcli.data.io import atomic_path
         from gimcli.report.plots import targets_bars
 
-        if len(req) > 24:
-            raise InputError(
-                f"--plot draws at most 24 conditions ({len(req)} selected); narrow with "
-                "--conditions/--covariate"
+        cols = ["condition", "dose", *model.cov_keys]
+        drawn = df
+        if len(req) > PLOT_MAX:  # the table is still whole; the figure shows the first ones
+            first = req.head(PLOT_MAX).astype(str)
+            drawn = df.astype({c: str for c in cols}).merge(first, on=cols)
+            log.warning(
+                "--plot: drawing the first %d of %d conditions (narrow with --conditions or "
+                "--covariate to choose them)",
+                PLOT_MAX,
+                len(req),
             )
-        png = targets_bars(df, label_cols=["condition", "dose", *model.cov_keys])
+        png = targets_bars(drawn, label_cols=cols)
         with atomic_path(plot) as tmp:
             tmp.write_bytes(png)
     return df

@@ -228,3 +228,45 @@ def test_feature_varying_within_a_condition_and_partial_nan_are_refused(gim, tmp
     a.obs = obs
     rc, _, err = gim("train", _write(a, tmp_path), "--out", tmp_path / "r2", *TRAIN_ARGS)
     assert rc == 3 and "feature column 'f0': 3 of the 20 cells of 'drug01' have no value" in err
+
+
+# -- item 5: artefacts presented as findings ----------------------------------------------------
+def test_explain_lists_only_confident_targets_and_says_when_there_are_none(gim, tmp_path):
+    import pandas as pd
+
+    data = write_tiny(tmp_path / "tiny.h5ad")
+    out = tmp_path / "run"
+    rc, _, err = gim("train", data, "--out", out, *TRAIN_ARGS, "--steps", "40")
+    assert rc == 0, err
+    rc, csv, err = gim("explain", out, "--format", "csv", "--min-prob", "0")
+    everything = pd.read_csv(pd.io.common.StringIO(csv))
+    rc, csv, err = gim("explain", out, "--format", "csv")
+    assert rc == 0, err
+    df = pd.read_csv(pd.io.common.StringIO(csv))
+    targets = df[df["kind"] == "target"]
+    assert (targets["prob"] >= 0.5).all()  # no probability-0.000 "targets"
+    n_conf = (everything[everything["kind"] == "target"]["prob"] >= 0.5).sum()
+    assert len(targets) == n_conf
+    rc, text, err = gim("explain", out, "--conditions", "drug02", "--min-prob", "0.99999")
+    assert rc == 0, err
+    assert "drug02 100: no confident direct targets (prob >= 0.99999)" in text
+    assert "target" not in text.split("no confident")[0]
+
+
+def test_min_cells_drops_rarely_detected_genes_and_is_recorded(gim, tmp_path):
+    import numpy as np
+
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+    X[:, 3] = 0.0
+    X[0, 3] = 2.0  # G3 detected in one cell only
+    a.X = X
+    path = tmp_path / "rare.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "run"
+    rc, _, err = gim("train", path, "--out", out, *TRAIN_ARGS, "--steps", "5", "--min-cells", "3")
+    assert rc == 0, err
+    pre = json.loads((out / "model.json").read_text())["preprocess"]
+    assert pre["min_cells"] == 3 and "G3" not in pre["genes"] and len(pre["genes"]) == 7
