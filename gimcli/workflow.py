@@ -30,6 +30,7 @@ from gimcli.schema import InputInfo
 from gimcli.training.checkpoint import run_checkpointer
 from gimcli.training.distributed import env_rank, env_world_size
 from gimcli.training.fitting import fit_run, resolve_device
+from gimcli.training.health import health_warnings
 from gimcli.training.loop import History
 from gimcli.training.outputs import write_run
 
@@ -150,10 +151,13 @@ def train_to_directory(
                     drug_features=feats_df,
                 )
                 log.info("held-out mean R2: %s", describe(run.evaluation))
+            run.meta = replace(run.meta, warnings=_health(run, nograph))
+            for w in run.meta.warnings:
+                log.warning("%s", w["message"])
             if out is not None:  # written beside out, moved in when complete (never partial)
                 with staged_dir(out, last=(_keys.MODEL_META,)) as stage:
                     staged = write_outputs(
-                        run, hist, stage, adata=adata, mask=mask, nograph=nograph
+                        run, hist, stage, adata=adata, mask=mask, nograph=nograph, title=str(out)
                     )
                 paths = {k: str(out / Path(v).relative_to(stage)) for k, v in staged.items()}
             t_write = time.perf_counter() - t_write
@@ -168,6 +172,17 @@ def train_to_directory(
     }
     run.outputs = {"files": paths, "timings": timings}
     return TrainOutputs(run=run, history=hist, paths=paths, timings=timings)
+
+
+def _health(run: GimRun, nograph: GimRun | None) -> list[dict]:
+    tr = run.meta.training
+    return health_warnings(
+        run.meta.history,
+        best_step=tr.best_step,
+        best_val=tr.best_val_nll,
+        spectral_radius=run.meta.diagnostics.to_dict().get("B_spectral_radius"),
+        nograph_best_val=nograph.meta.training.best_val_nll if nograph is not None else None,
+    )
 
 
 def _train_mask(adata: ad.AnnData, holdout: Holdout | None, keys: DataKeys) -> np.ndarray | None:
@@ -193,6 +208,7 @@ def write_outputs(
     adata: ad.AnnData,
     mask: np.ndarray | None,
     nograph: GimRun | None = None,
+    title: str | None = None,
 ) -> dict[str, str]:
     """The run directory: model, metrics, annotated input; with a split the held-out scores
     (run.evaluation) and the B = 0 refit; the report last (a failed report only warns). Returns
@@ -202,6 +218,6 @@ def write_outputs(
         if nograph is not None:
             nograph.save(out / _keys.NOGRAPH)
         paths.update(write_eval(run.evaluation, out))
-    if (report := write_report(out)) is not None:
+    if (report := write_report(out, title=title)) is not None:
         paths["report"] = str(report)
     return paths

@@ -168,6 +168,7 @@ def _report(run, out: Path, *, as_json: bool) -> None:
         "best_val_nll": tr.best_val_nll,
         "device": run.meta.training.device,
         "diagnostics": diag.to_dict(),
+        "warnings": run.meta.warnings,
         "timings": {k: round(t[k], 3) for k in ("read", "prepare", "train", "write")},
     }
     log.info(

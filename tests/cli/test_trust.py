@@ -270,3 +270,53 @@ def test_min_cells_drops_rarely_detected_genes_and_is_recorded(gim, tmp_path):
     assert rc == 0, err
     pre = json.loads((out / "model.json").read_text())["preprocess"]
     assert pre["min_cells"] == 3 and "G3" not in pre["genes"] and len(pre["genes"]) == 7
+
+
+# -- item 6: warn when a fit is not to be believed ---------------------------------------------
+def test_health_rules_flag_rising_validation_unstable_b_and_a_better_b0_refit():
+    from gimcli.training.health import health_warnings
+
+    rows = [
+        {"step": 0, "loss": 9.0, "val_nll": 600.0},
+        {"step": 50, "loss": 5.0, "val_nll": 552.0},
+        {"step": 100, "loss": 4.0, "val_nll": 1151.0},
+    ]
+    w = health_warnings(rows, best_step=50, best_val=552.0, spectral_radius=1.86,
+                        nograph_best_val=540.0)  # fmt: skip
+    assert [x["check"] for x in w] == ["validation_rising", "unstable_graph", "graph_not_helping"]
+    assert "reached 1151 at step 100, well above its best 552 (step 50" in w[0]["message"]
+    assert "spectral radius of B is 1.86 >= 1" in w[1]["message"]
+    assert "(540 < 552 NLL)" in w[2]["message"]
+    assert all("\n" not in x["message"] for x in w)
+    ok = health_warnings(rows[:2], best_step=50, best_val=552.0, spectral_radius=0.4,
+                         nograph_best_val=560.0)  # fmt: skip
+    assert ok == []
+    nan = health_warnings([{"step": 0, "loss": float("nan"), "val_nll": float("nan")}],
+                          best_step=0, best_val=float("inf"), spectral_radius=0.1)  # fmt: skip
+    assert [x["check"] for x in nan] == ["diverged"]
+
+
+def test_health_warnings_reach_stderr_json_model_json_and_the_report(gim, tmp_path, monkeypatch):
+    import gimcli.workflow as wf
+    from gimcli.training import health
+
+    def spectral(history, **kw):  # the run's own numbers, with B declared unstable
+        return health.health_warnings(history, **{**kw, "spectral_radius": 1.5})
+
+    monkeypatch.setattr(wf, "health_warnings", spectral)
+    data = write_tiny(tmp_path / "tiny.h5ad")
+    out = tmp_path / "run"
+    rc, stdout, err = gim("train", data, "--out", out, *TRAIN_ARGS, "--steps", "20", "--json")
+    assert rc == 0, err
+    msg = "spectral radius of B is 1.5 >= 1"
+    assert msg in err and len([ln for ln in err.splitlines() if msg in ln]) == 1
+    assert [w["check"] for w in json.loads(stdout)["warnings"]] == ["unstable_graph"]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["diagnostics"]["warnings"][0]["check"] == "unstable_graph"
+    report = (out / "report.html").read_text()
+    assert "Warnings: this fit may not be believable" in report
+    assert "spectral radius of B is 1.5 &gt;= 1" in report  # html-escaped
+    assert f"gim run report: {out}" in report  # named by --out, not the staging directory
+    from gimcli import GimRun
+
+    assert GimRun.load(out).meta.warnings[0]["check"] == "unstable_graph"  # reads back
