@@ -134,6 +134,7 @@ def train(
     feature_keys: str | Sequence[str] | None = None,
     counts_layer: str | None = None,
     combination_sep: str = "+",
+    perturbed_gene_key: str | None = None,
     input_kind: str = "auto",
     min_cells: int = 0,
     n_top_genes: int = _D.n_top_genes,
@@ -158,6 +159,7 @@ def train(
     holdout_combinations: str | Sequence[str] | None = None,
     holdout_covariate: str | dict | None = None,
     split_key: str | None = None,
+    baseline_refit: bool = True,
     device: str = "auto",
     precision: str = _D.precision,
     batching: str = _D.batching,
@@ -181,6 +183,9 @@ def train(
         the dose, covariates (comma list or list), SMILES, numeric features and raw counts.
     drug_features
         CSV with columns name,smiles; its names are never split into combinations.
+    perturbed_gene_key
+        obs column naming the gene each perturbation targets (guides -> genes); without it a
+        name that is a gene, or a guide label whose stem before `_<digits>` is one, is mapped.
     input_kind
         What X (or `counts_layer`) holds: auto (counts or log-normalised, detected) | counts |
         log | continuous (z-scored, batch-corrected, arcsinh cytometry, log-ratios: negative
@@ -202,6 +207,8 @@ def train(
     holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
         Cells to hold out and score (as `gim train --holdout-*`); the scores are in
         ``run.evaluation`` (an `EvalResult`: ``.table``, ``.summary``).
+    baseline_refit
+        With a holdout, also refit the GIM with B = 0 and score it (gim_nograph, nograph/).
     device
         auto | cpu | cuda[:N].
     backed
@@ -258,6 +265,7 @@ def train(
             atomic_names=atomic,
             input_kind=input_kind,
             min_cells=min_cells,
+            perturbed_gene_key=perturbed_gene_key,
         )
     except ConfigError as e:
         raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
@@ -283,6 +291,7 @@ def train(
         resume=resume,
         progress=progress,
         options=_record(values, invocation),
+        baseline_refit=baseline_refit,
     )
     return res.run
 
@@ -497,6 +506,10 @@ def explain(
     df = target_table(
         model, req, new, top=top_targets, n_downstream=n_downstream, min_prob=min_prob
     )
+    if new:  # perturbations not trained on: say when they are extrapolations, as predict does
+        from gimcli.prediction import applicability, warn_low_similarity
+
+        warn_low_similarity(model, applicability(model, req, new)["similarity"], what="explained")
     if plot is not None:
         from gimcli.data.io import atomic_path
         from gimcli.report.plots import targets_bars

@@ -203,6 +203,8 @@ class DataKeys:
     atomic_names: tuple[str, ...] = ()
     # what X holds: auto (counts or log-normalised, detected) | counts | log | continuous
     input_kind: str = "auto"
+    # obs column naming the gene each cell's perturbation targets (guide -> gene; genetic screens)
+    perturbed_gene_key: str | None = None
     # genes detected in fewer cells are not modelled (0: every gene may be)
     min_cells: int = 0
 

@@ -76,6 +76,12 @@ def build_requests(
                 f"--conditions: perturbation(s) {unknown[:10]} not in training; "
                 "give their features with --features"
             )
+    if not uses_dose and (doses or (features is not None and "dose" in features.columns)):
+        given = "--doses" if doses else "the 'dose' column of the features table"
+        raise InputError(
+            f"{given}: the model was trained without --dose-key, so it cannot predict doses "
+            "(leave them out, or retrain with --dose-key)"
+        )
     if uses_dose and "dose" not in req.columns:
         if not doses:
             raise InputError("the model was trained with doses: give --doses or a 'dose' column")
@@ -368,16 +374,21 @@ class _Plan:
         app = self.tables["applicability"]
         if not app:
             return
-        sim = pd.concat(app)["similarity"]
-        low = sim < LOW_SIMILARITY[self.run.spec.kind]
-        if low.any():
-            log.warning(
-                "%d of %d predicted perturbation(s) are far from every training perturbation "
-                "(similarity < %.2f); treat them as extrapolations",
-                int(low.sum()),
-                len(sim),
-                LOW_SIMILARITY[self.run.spec.kind],
-            )
+        warn_low_similarity(self.run, pd.concat(app)["similarity"])
+
+
+def warn_low_similarity(run: GimRun, sim: pd.Series, *, what: str = "predicted") -> None:
+    """One warning when perturbations are far from every training perturbation."""
+    low = sim < LOW_SIMILARITY[run.spec.kind]
+    if low.any():
+        log.warning(
+            "%d of %d %s perturbation(s) are far from every training perturbation "
+            "(similarity < %.2f); treat them as extrapolations",
+            int(low.sum()),
+            len(sim),
+            what,
+            LOW_SIMILARITY[run.spec.kind],
+        )
 
 
 def reference(run: GimRun, g: int, cache: dict[int, Reference] | None = None) -> Reference:
@@ -477,6 +488,7 @@ def predict(
     noise: Literal["controls", "gaussian"] = "controls",
     with_controls: bool = False,
     chunk: int = CHUNK_CONDITIONS,
+    warn: bool = True,
 ) -> ad.AnnData:
     """`n_cells` cells per request (docs/design.md, "Predictions"), in memory; None: every
     reference control cell of the request's group once (then the cells' mean is exactly the
@@ -492,7 +504,8 @@ def predict(
     uns['gim']['model_mean'] is the SEM's analytical mean."""
     plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
     pieces = list(plan.pieces())
-    plan.warn_low_similarity()
+    if warn:  # evaluate predicts with two models: it warns once
+        plan.warn_low_similarity()
     if pieces:
         out = ad.concat(pieces, merge="same")
     else:

@@ -113,6 +113,9 @@ class RunMeta:
     # health checks of the fit (gimcli.training.health): {"check", "message"} records, written as
     # model.json diagnostics.warnings
     warnings: list[dict[str, str]] = field(default_factory=list)
+    # what was held out of training and scored (gimcli.evaluation.splits.Holdout.to_dict); {}
+    # without a split
+    holdout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def genes(self) -> list[str]:
@@ -147,6 +150,8 @@ class RunMeta:
             out["provenance"] = self.provenance.to_dict()
         if self.options:
             out["options"] = self.options
+        if self.holdout:
+            out["holdout"] = self.holdout
         if self.weights_sha256 is not None:
             out["weights_sha256"] = self.weights_sha256
         return out

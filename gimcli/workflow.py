@@ -63,6 +63,7 @@ def train_to_directory(
     resume: bool = False,
     progress: Callable[[int, dict], None] | None = None,
     options: dict | None = None,
+    baseline_refit: bool = True,
 ) -> TrainOutputs:
     """Train on `data` and write the run directory `out`.
 
@@ -89,6 +90,8 @@ def train_to_directory(
         Called as progress(step, row) at every evaluation.
     options
         The resolved options to record in model.json ("options").
+    baseline_refit
+        With a holdout, also refit the GIM with B = 0 (the gim_nograph baseline, nograph/).
     """
     distributed = env_world_size() > 1
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
@@ -137,7 +140,8 @@ def train_to_directory(
         )
         if main_rank:  # still under the signal handlers: a late signal no longer interrupts writes
             prov = provenance(seed=config.seed, inputs={"drug_features": drug_features})
-            run.meta = replace(run.meta, provenance=prov, options=options or {})
+            split = holdout.to_dict() if mask is not None else {}
+            run.meta = replace(run.meta, provenance=prov, options=options or {}, holdout=split)
             t_write = time.perf_counter()
             nograph = None
             if mask is not None:
@@ -149,6 +153,7 @@ def train_to_directory(
                     device=device,
                     seed=config.seed,
                     drug_features=feats_df,
+                    baseline_refit=baseline_refit,
                 )
                 log.info("held-out mean R2: %s", describe(run.evaluation))
             run.meta = replace(run.meta, warnings=_health(run, nograph))

@@ -42,6 +42,11 @@ def train(
     counts_layer: str | None = typer.Option(
         None, help="Layer with raw counts (default: auto-detect X)."
     ),
+    perturbed_gene_key: str | None = typer.Option(
+        None,
+        help="obs column with the gene each perturbation targets (default: the name, or a guide "
+        "label's stem before _<digits>, when it is a measured gene).",
+    ),
     input_kind: str = typer.Option(
         "auto",
         "--input",
@@ -116,6 +121,11 @@ def train(
     ),
     split_key: str | None = typer.Option(
         None, help="obs column with train/test per cell (instead of --holdout-*)."
+    ),
+    baseline_refit: bool = typer.Option(
+        True,
+        "--baseline-refit/--no-baseline-refit",
+        help="With a holdout, also refit the GIM with B = 0 (the gim_nograph baseline).",
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     precision: str = typer.Option(

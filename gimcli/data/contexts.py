@@ -244,6 +244,13 @@ def _context_table(
             int(counts[small].sum()),
             table.loc[small, "condition"].iloc[0],
         )
+    perturbed = (table["condition"] != control).to_numpy()
+    if perturbed.any() and small[perturbed].all():
+        raise InputError(
+            f"every perturbed context ({int(perturbed.sum())}, {int(counts[perturbed].sum())} "
+            f"cells) has fewer than {min_cells} cells (min_cells_per_context) and was dropped; "
+            "nothing is left to train on (one well per drug and dose, e.g. a bulk plate?)"
+        )
     keep_idx = np.flatnonzero(~small)
     remap = -np.ones(len(table), dtype=np.int64)
     remap[keep_idx] = np.arange(len(keep_idx))

@@ -341,6 +341,41 @@ def component_descriptors(
     return {n: n for n in names}
 
 
+def perturbed_genes(
+    comp_names: list[str],
+    var_names,
+    *,
+    obs: pd.DataFrame | None = None,
+    keys: DataKeys | None = None,
+) -> dict[str, str]:
+    """The measured gene each perturbation targets (genetic screens; the prior "the perturbed gene
+    is a likely target" uses it): from obs[--perturbed-gene-key] on the perturbation's own cells
+    when given, else the name itself when it is a gene, else a guide label's stem (`LCK_1`,
+    `JUN_2` -> `LCK`, `JUN`: a `_<digits>` suffix stripped) when the stem is a gene."""
+    import re
+
+    genes = set(map(str, var_names))
+    key = keys.perturbed_gene_key if keys is not None else None
+    out: dict[str, str] = {}
+    if key is not None:
+        if obs is None or key not in obs.columns:
+            have = [] if obs is None else list(obs.columns)[:20]
+            raise InputError(f"--perturbed-gene-key {key!r}: not an obs column (have {have})")
+        single = _single_rows(obs, keys.perturbation_key)
+        sub = obs.loc[single.isin(comp_names), [key]].assign(_c=single)
+        sub = sub[sub[key].notna()]
+        for c, g in sub.drop_duplicates("_c").set_index("_c")[key].astype(str).items():
+            if g in genes:
+                out[c] = g
+        return out
+    for c in comp_names:
+        if c in genes:
+            out[c] = c
+        elif (m := re.fullmatch(r"(.+)_\d+", c)) and m.group(1) in genes:
+            out[c] = m.group(1)
+    return out
+
+
 def feature_kind(keys: DataKeys, drug_features: pd.DataFrame | None) -> str:
     """smiles (--smiles-key / --drug-features), numeric (--feature-keys) or identity."""
     given = (keys.smiles_key, drug_features, keys.feature_keys or None)

@@ -83,12 +83,13 @@ def _gim_predictions(
     *,
     n_cells: int | None,
     seed: int,
+    warn: bool = True,
 ):
     """Per held-out context: the GIM's cells (those `gim predict` writes with the same n_cells
     and seed, to float32 rounding), their mean and the target probabilities."""
     new = {n: f for n, f in feats.items() if n not in run.meta.components}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
-    pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK)
+    pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK, warn=warn)
     X = pred.X.toarray()
     cells = np.split(X, np.cumsum(pred.uns[_keys.UNS]["conditions"]["n_cells"].to_numpy())[:-1])
     means = np.stack([c.astype(np.float64).mean(0) for c in cells]) if cells else np.zeros(0)
@@ -205,7 +206,9 @@ def evaluate(
             log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
             nograph = fit_nograph(run, train)
         model = run if name == "gim" else nograph
-        m, c, pis[name] = _gim_predictions(model, held.table, feats, n_cells=n_cells, seed=seed)
+        m, c, pis[name] = _gim_predictions(
+            model, held.table, feats, n_cells=n_cells, seed=seed, warn=name == "gim"
+        )
         preds[name] = (m, c)
     baselines = bl.mean_baselines(
         ref,
@@ -446,14 +449,23 @@ def evaluate_split(
     device: str = "auto",
     seed: int = 0,
     drug_features: pd.DataFrame | None = None,
-) -> tuple[EvalResult, GimRun]:
-    """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
-    method on the held-out cells `adata[~mask]`."""
+    baseline_refit: bool = True,
+) -> tuple[EvalResult, GimRun | None]:
+    """After training on `adata[mask]`: refit the B = 0 ablation on the same cells (unless
+    `baseline_refit` is False) and score every method on the held-out cells `adata[~mask]`."""
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]
     # only cells of contexts the model kept (too-small contexts are dropped from training)
     train = train[cell_context_labels(train.obs, run.meta.keys, run.contexts) != ""]
-    nograph = fit_nograph(run, train, device=device)
+    methods = METHODS if baseline_refit else tuple(m for m in METHODS if m != "gim_nograph")
+    nograph = None
+    if baseline_refit:
+        log.info(
+            "refitting the GIM with B = 0 on the %d training cells (baseline gim_nograph; "
+            "--no-baseline-refit skips it)",
+            train.n_obs,
+        )
+        nograph = fit_nograph(run, train, device=device)
     truth = adata.uns.get(_keys.UNS_TRUTH)
     res = evaluate(
         run,
@@ -464,6 +476,7 @@ def evaluate_split(
         seed=seed,
         split=split,
         drug_features=drug_features,
+        methods=methods,
     )
     return res, nograph
 

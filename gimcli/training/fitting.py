@@ -19,7 +19,7 @@ import torch
 
 from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.contexts import Contexts, build_contexts, dose_transform
-from gimcli.data.features import FeatureSpec, training_features
+from gimcli.data.features import FeatureSpec, perturbed_genes, training_features
 from gimcli.data.preprocess import PreprocessInfo, preprocess
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
@@ -232,18 +232,23 @@ def prepare(
         data.obs, ctx.comp_names, keys=keys, drug_features=drug_features, config=cfg
     )
     identity = spec.kind == "identity"
+    target_gene = (
+        perturbed_genes(ctx.comp_names, data.var_names, obs=data.obs, keys=keys) if identity else {}
+    )
     X, pinfo = preprocess(
         data,
         counts_layer=keys.counts_layer,
         n_top_genes=cfg.n_top_genes,
         hvg_flavor=cfg.hvg_flavor,
         target_sum=cfg.target_sum,
-        force_genes=ctx.comp_names if identity else None,  # a perturbed gene is a likely target
+        force_genes=sorted(set(target_gene.values())) if identity else None,  # likely targets
         input_kind=keys.input_kind,
         min_cells=keys.min_cells,
     )
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
-    comp_gene = np.array([gene_of.get(c, -1) if identity else -1 for c in ctx.comp_names], np.int64)
+    comp_gene = np.array(
+        [gene_of.get(target_gene.get(c, ""), -1) for c in ctx.comp_names], np.int64
+    )
     cell_ctx = ctx.cell_context
     cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
     is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]

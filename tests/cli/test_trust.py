@@ -320,3 +320,90 @@ def test_health_warnings_reach_stderr_json_model_json_and_the_report(gim, tmp_pa
     from gimcli import GimRun
 
     assert GimRun.load(out).meta.warnings[0]["check"] == "unstable_graph"  # reads back
+
+
+# -- item 7 and item 9: smaller frictions --------------------------------------------------------
+def test_contexts_all_too_small_say_how_many_were_dropped_and_why(gim, tmp_path):
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    cond = a.obs["condition"].astype(str).to_numpy()
+    keep = cond == "control"
+    for d in ("drug00", "drug01"):
+        keep[(cond == d).nonzero()[0][:2]] = True  # two wells per drug: below 3 cells
+    path = tmp_path / "bulk.h5ad"
+    a[keep].copy().write_h5ad(path)
+    rc, _, err = gim("train", path, "--out", tmp_path / "r", *TRAIN_ARGS)
+    assert rc == 3, err
+    assert "every perturbed context (2, 4 cells) has fewer than 3 cells" in err
+    assert "no perturbed cells" not in err
+
+
+def test_doses_refused_by_a_model_trained_without_a_dose_key(gim, tmp_path):
+    data = write_tiny(tmp_path / "tiny.h5ad")
+    out = tmp_path / "run"
+    rc, _, err = gim(
+        "train", data, "--out", out, "--feature-keys", "f0,f1,f2", "--steps", "5", "-q"
+    )
+    assert rc == 0, err
+    rc, _, err = gim(
+        "predict", out, "--conditions", "drug00", "--doses", "10", "--out", tmp_path / "p.h5ad"
+    )
+    assert rc == 3 and "trained without --dose-key, so it cannot predict doses" in err, err
+
+
+def test_holdout_recorded_split_column_guides_mapped_and_no_baseline_refit(gim, tmp_path):
+    import anndata as ad
+
+    from tests.tiny import tiny_screen
+
+    a = tiny_screen()
+    obs = a.obs.copy()  # guide labels of measured genes: G1_1 targets G1
+    obs["condition"] = (
+        obs["condition"]
+        .astype(str)
+        .map(
+            {
+                "control": "control",
+                "drug00": "G1_1",
+                "drug01": "G1_2",
+                "drug02": "G5_1",
+                "drug03": "G6_1",
+            }  # fmt: skip
+        )
+    )
+    a.obs = obs
+    path = tmp_path / "guides.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "run"
+    rc, _, err = gim(
+        "train", path, "--out", out, "--feature-keys", "f0,f1,f2", "--dose-key", "dose",
+        "--steps", "20", "--holdout-conditions", "G6_1", "--no-baseline-refit",
+    )  # fmt: skip
+    assert rc == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["holdout"]["conditions"] == ["G6_1"]
+    assert not (out / "nograph").exists()
+    ev = json.loads((out / "eval_metrics.json").read_text())
+    assert "gim_nograph" not in ev["aggregate"]
+    ann = ad.read_h5ad(out / "annotated.h5ad")
+    split = ann.obs["gim_split"].astype(str)
+    cond = ann.obs["condition"].astype(str)
+    assert set(split[cond == "G6_1"]) == {"heldout"}
+    assert (split == "validation").sum() == 2 * 3 + 6  # 10% of each context of >= 10 cells
+    assert set(split[cond == "control"]) == {"train", "validation"}
+    assert ann.uns["gim"]["holdout"]["conditions"] == "G6_1"
+    # identity features: the guides' genes are recorded as the perturbed genes
+    rc, _, err = gim("train", path, "--out", tmp_path / "id", "--dose-key", "dose",
+                     "--steps", "5", "-q")  # fmt: skip
+    assert rc == 0, err
+    idm = json.loads((tmp_path / "id" / "model.json").read_text())
+    genes = idm["preprocess"]["genes"]
+    named = {c: genes[g] for c, g in zip(idm["components"], idm["comp_gene"], strict=True)}
+    assert named == {"G1_1": "G1", "G1_2": "G1", "G5_1": "G5", "G6_1": "G6"}
+
+
+def test_help_shows_no_bool_metavar(gim):
+    for cmd in ("train", "predict", "explain", "evaluate", "simulate"):
+        rc, out, _ = gim(cmd, "--help")
+        assert rc == 0 and "<bool>" not in out, cmd
