@@ -233,7 +233,7 @@ class DataKeys:
     @property
     def combinations(self):
         """The combination rule these keys read names with (gimcli.data.combinations)."""
-        from gimcli.data.combinations import Combinations
+        from gimcli.combinations import Combinations
 
         return Combinations(self.combination_sep.strip(), frozenset(self.atomic_names))
 

@@ -307,7 +307,13 @@ def check_constant_features(sub: pd.DataFrame, columns: list[str]) -> None:
                 f"{c!r} have no value ({len(partial)} perturbation(s) like this); fill or drop "
                 "them"
             )
-    spread = g.agg(lambda s: float(s.max() - s.min()) if s.notna().any() else 0.0)
+
+    def _range(s: pd.Series) -> float:  # over finite values (infinite ones are refused later)
+        v = s.to_numpy(float)
+        v = v[np.isfinite(v)]
+        return float(v.max() - v.min()) if v.size else 0.0
+
+    spread = g.agg(_range)
     for col in columns:
         v = np.abs(sub[col].to_numpy(float))
         v = v[np.isfinite(v)]
