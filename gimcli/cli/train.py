@@ -210,6 +210,7 @@ class _Progress:
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("{task.fields[info]}"),
+                TextColumn("time left"),
                 TimeRemainingColumn(),
                 transient=True,
             )
