@@ -56,6 +56,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(DEMO) sample_data/screen.h5ad sample_data/screen.truth.json .pytest_cache
 
-# All four benchmarks with fixed seeds -> bench/RESULTS.md (~30 min on 2 CPU cores).
+# All four benchmarks with fixed seeds -> bench/RESULTS.md (~2 min on a quiet 2-core machine;
+# bench/RESULTS.md records the last wall time).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -31,10 +31,12 @@ from gimcli.gimrun import GimRun
 
 log = logging.getLogger(__name__)
 _D = TrainConfig()
+PLOT_MAX = 24  # conditions one --plot figure draws
 
 # Options of `train` that are TrainConfig fields (the rest read the data or steer the run).
 _CONFIG_OPTIONS = (
     "n_top_genes",
+    "min_cells_per_context",
     "steps",
     "lr",
     "weight_decay",
@@ -132,7 +134,12 @@ def train(
     drug_features: str | Path | None = None,
     feature_keys: str | Sequence[str] | None = None,
     counts_layer: str | None = None,
+    combination_sep: str = "+",
+    perturbed_gene_key: str | None = None,
+    input_kind: str = "auto",
+    min_cells: int = 0,
     n_top_genes: int = _D.n_top_genes,
+    min_cells_per_context: int = _D.min_cells_per_context,
     steps: int = _D.steps,
     lr: float = _D.lr,
     weight_decay: float = _D.weight_decay,
@@ -154,6 +161,7 @@ def train(
     holdout_combinations: str | Sequence[str] | None = None,
     holdout_covariate: str | dict | None = None,
     split_key: str | None = None,
+    baseline_refit: bool = True,
     device: str = "auto",
     precision: str = _D.precision,
     batching: str = _D.batching,
@@ -176,9 +184,23 @@ def train(
         Where the screen keeps the perturbation (``A+B`` is a combination), the control label,
         the dose, covariates (comma list or list), SMILES, numeric features and raw counts.
     drug_features
-        CSV with columns name,smiles.
-    n_top_genes, steps, lr, weight_decay, target_cost, l1_graph, shift_sd, spike_sd, objective,
-    fix_graph, batch_contexts, max_cells_per_context, restarts, seed, precision, batching
+        CSV with columns name,smiles; its names are never split into combinations.
+    perturbed_gene_key
+        obs column naming the gene each perturbation targets (guides -> genes); without it a
+        name that is a gene, or a guide label whose stem before `_<digits>` is one, is mapped.
+    input_kind
+        What X (or `counts_layer`) holds: auto (counts or log-normalised, detected) | counts |
+        log | continuous (z-scored, batch-corrected, arcsinh cytometry, log-ratios: negative
+        values allowed, used as given, genes selected by variance, predictions in that space).
+    min_cells
+        Model only genes detected (non-zero) in at least this many cells (0: no filter; the
+        perturbed genes of a genetic screen are always kept).
+    combination_sep
+        The separator of a combination's components (default '+'); 'none': every name is one
+        perturbation (README, "Combinations").
+    n_top_genes, min_cells_per_context, steps, lr, weight_decay, target_cost, l1_graph, shift_sd,
+    spike_sd, objective, fix_graph, batch_contexts, max_cells_per_context, restarts, seed,
+    precision, batching
         Training options: the fields of `gimcli.config.TrainConfig` (their defaults and reasons
         are in docs/design.md, "Defaults and why").
     deterministic
@@ -188,6 +210,8 @@ def train(
     holdout_conditions, holdout_doses, holdout_combinations, holdout_covariate, split_key
         Cells to hold out and score (as `gim train --holdout-*`); the scores are in
         ``run.evaluation`` (an `EvalResult`: ``.table``, ``.summary``).
+    baseline_refit
+        With a holdout, also refit the GIM with B = 0 and score it (gim_nograph, nograph/).
     device
         auto | cpu | cuda[:N].
     backed
@@ -228,8 +252,9 @@ def train(
     if out is not None and env_rank() == 0:
         check_run_dir(out, overwrite=overwrite)
     check_precision(precision, resolve_device(device))
-    if drug_features:  # read again by the workflow; here only to refuse a bad file early
-        _features_table(drug_features, smiles=True)
+    atomic: list[str] = []
+    if drug_features:  # read again by the workflow; here to refuse a bad file early
+        atomic = _features_table(drug_features, smiles=True)["name"].str.strip().tolist()
     try:
         keys = DataKeys(
             perturbation_key=perturbation_key,
@@ -239,6 +264,11 @@ def train(
             smiles_key=smiles_key,
             feature_keys=_names(feature_keys),
             counts_layer=counts_layer,
+            combination_sep=combination_sep,
+            atomic_names=atomic,
+            input_kind=input_kind,
+            min_cells=min_cells,
+            perturbed_gene_key=perturbed_gene_key,
         )
     except ConfigError as e:
         raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
@@ -264,6 +294,7 @@ def train(
         resume=resume,
         progress=progress,
         options=_record(values, invocation),
+        baseline_refit=baseline_refit,
     )
     return res.run
 
@@ -274,6 +305,21 @@ def _config(options: dict) -> TrainConfig:
         return TrainConfig(**options)
     except ConfigError as e:
         raise InputError(f"--{e.field.replace('_', '-')} {e.value!r}: {e.rule}") from None
+
+
+def _conditions(conditions, conditions_file) -> list[str] | None:
+    """--conditions (comma list) and --conditions-file (one name per line: names with commas)."""
+    names = _names(conditions) or []
+    if conditions_file is not None:
+        p = Path(conditions_file)
+        try:
+            lines = p.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--conditions-file {p}: cannot read ({e})") from None
+        names += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        if not names:
+            raise InputError(f"--conditions-file {p}: no condition names in it")
+    return names or None
 
 
 def _requests(run, *, features, conditions, doses, covariate):
@@ -294,6 +340,7 @@ def predict(
     out: str | Path | None = None,
     features: str | Path | pd.DataFrame | None = None,
     conditions: str | Sequence[str] | None = None,
+    conditions_file: str | Path | None = None,
     doses: str | Sequence[float] | None = None,
     covariate: dict | Sequence[str] | None = None,
     n_cells: int = 0,
@@ -317,6 +364,8 @@ def predict(
         columns, optional dose and covariate columns.
     conditions
         Perturbations or combinations (``A+B``) the model knows: comma list or list.
+    conditions_file
+        A file of condition names, one per line (for names with commas); added to `conditions`.
     doses
         Doses to predict each perturbation at (comma list or list).
     covariate
@@ -355,6 +404,7 @@ def predict(
     if out is not None:
         check_output_file(Path(out), overwrite=overwrite)
     model, run_dir = _load_run(run)
+    conditions = _conditions(conditions, conditions_file)
     req, new = _requests(
         model, features=features, conditions=conditions, doses=doses, covariate=covariate
     )
@@ -384,8 +434,10 @@ def explain(
     run: GimRun | str | Path,
     *,
     top_targets: int = 10,
+    min_prob: float = 0.5,
     n_downstream: int = 5,
     conditions: str | Sequence[str] | None = None,
+    conditions_file: str | Path | None = None,
     features: str | Path | pd.DataFrame | None = None,
     doses: str | Sequence[float] | None = None,
     covariate: dict | Sequence[str] | None = None,
@@ -402,9 +454,15 @@ def explain(
     top_targets, n_downstream
         Direct targets (by posterior log-odds, which do not saturate where probabilities reach
         1.0) and strongest downstream genes listed per condition.
+    min_prob
+        List a gene as a direct target only when its target probability is at least this; a
+        condition without one is named in ``df.attrs["without_targets"]`` ("no confident direct
+        targets").
     conditions
         Conditions to explain (default: every training condition); ones not trained on (e.g. a
         new combination) are explained from the network's prior.
+    conditions_file
+        A file of condition names, one per line (for names with commas).
     features
         A table (or CSV path) of new perturbations, as for `predict`.
     doses, covariate
@@ -412,7 +470,7 @@ def explain(
     graph, top_edges
         List the `top_edges` strongest learned causal edges (source, target, weight) instead.
     plot
-        Also draw the targets of each condition (at most 24) to this PNG.
+        Also draw the targets of each condition to this PNG (the first 24; a warning says so).
 
     Returns
     -------
@@ -422,6 +480,7 @@ def explain(
     """
     from gimcli.explanation import graph_table, target_table, training_requests
 
+    conditions = _conditions(conditions, conditions_file)
     if features is not None and conditions:
         raise InputError(
             "give --conditions or --features, not both (the CSV lists what to explain)"
@@ -436,6 +495,8 @@ def explain(
         )
     else:
         conds = _names(conditions)
+        if conds:  # B+A is A+B: the canonical spelling the run keys its contexts by
+            conds = model.meta.keys.combinations.canonical_names(conds)
         cov = _pairs(covariate, option="covariate")
         req = training_requests(model, conds, cov)
         unseen = [c for c in conds or [] if c not in set(req["condition"])]
@@ -444,17 +505,31 @@ def explain(
                 model, features=None, conditions=unseen, doses=doses, covariate=cov
             )
             req = pd.concat([req, extra], ignore_index=True)
-    df = target_table(model, req, new, top=top_targets, n_downstream=n_downstream)
+    if not 0 <= min_prob <= 1:
+        raise InputError(f"--min-prob {min_prob:g}: must be between 0 and 1")
+    df = target_table(
+        model, req, new, top=top_targets, n_downstream=n_downstream, min_prob=min_prob
+    )
+    if new:  # perturbations not trained on: say when they are extrapolations, as predict does
+        from gimcli.prediction import applicability, warn_low_similarity
+
+        warn_low_similarity(model, applicability(model, req, new)["similarity"], what="explained")
     if plot is not None:
         from gimcli.data.io import atomic_path
         from gimcli.report.plots import targets_bars
 
-        if len(req) > 24:
-            raise InputError(
-                f"--plot draws at most 24 conditions ({len(req)} selected); narrow with "
-                "--conditions/--covariate"
+        cols = ["condition", "dose", *model.cov_keys]
+        drawn = df
+        if len(req) > PLOT_MAX:  # the table is still whole; the figure shows the first ones
+            first = req.head(PLOT_MAX).astype(str)
+            drawn = df.astype({c: str for c in cols}).merge(first, on=cols)
+            log.warning(
+                "--plot: drawing the first %d of %d conditions (narrow with --conditions or "
+                "--covariate to choose them)",
+                PLOT_MAX,
+                len(req),
             )
-        png = targets_bars(df, label_cols=["condition", "dose", *model.cov_keys])
+        png = targets_bars(drawn, label_cols=cols)
         with atomic_path(plot) as tmp:
             tmp.write_bytes(png)
     return df

@@ -202,21 +202,50 @@ class DataKeys:
     smiles_key: str | None = None
     feature_keys: tuple[str, ...] = ()
     counts_layer: str | None = None
+    # the combination rule (gimcli.data.combinations): the separator ('none': names are atomic)
+    # and the names never split (those of the --drug-features CSV)
+    combination_sep: str = "+"
+    atomic_names: tuple[str, ...] = ()
+    # what X holds: auto (counts or log-normalised, detected) | counts | log | continuous
+    input_kind: str = "auto"
+    # obs column naming the gene each cell's perturbation targets (guide -> gene; genetic screens)
+    perturbed_gene_key: str | None = None
+    # genes detected in fewer cells are not modelled (0: every gene may be)
+    min_cells: int = 0
 
     def __post_init__(self) -> None:
         # lists (JSON, the CLI's comma lists) or None become tuples, so that the keys stay frozen
-        for name in ("covariate_keys", "feature_keys"):
+        for name in ("covariate_keys", "feature_keys", "atomic_names"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigError(name, value, "must be a list of column names, not one string")
             object.__setattr__(self, name, tuple(value or ()))
-        for name in ("perturbation_key", "control"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+        for name in ("perturbation_key", "control", "combination_sep"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ConfigError(name, getattr(self, name), "must be a non-empty string")
+        object.__setattr__(self, "atomic_names", tuple(sorted(set(map(str, self.atomic_names)))))
+        if self.input_kind not in ("auto", "counts", "log", "continuous"):
+            raise ConfigError(
+                "input_kind", self.input_kind, "expected auto, counts, log or continuous"
+            )
+        if (
+            isinstance(self.min_cells, bool)
+            or not isinstance(self.min_cells, int)
+            or self.min_cells < 0
+        ):
+            raise ConfigError("min_cells", self.min_cells, "must be an integer >= 0")
+
+    @property
+    def combinations(self):
+        """The combination rule these keys read names with (gimcli.data.combinations)."""
+        from gimcli.combinations import Combinations
+
+        return Combinations(self.combination_sep.strip(), frozenset(self.atomic_names))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["covariate_keys"], d["feature_keys"] = list(self.covariate_keys), list(self.feature_keys)
+        d["atomic_names"] = list(self.atomic_names)
         return d
 
     @classmethod

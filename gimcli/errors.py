@@ -1,4 +1,10 @@
-"""Typed errors; only the CLI maps them to exit codes and one-line messages."""
+"""Typed errors; only the CLI maps them to exit codes and one-line messages.
+
+Exit codes: 0 ok, 1 a bug, 2 usage (click), 3 bad input (`InputError`: a file, column, value or
+option, including data that do not fit a run, e.g. missing genes or perturbations its features
+cannot describe), 4 a run directory that cannot be loaded (`ModelError`), 5 training failed
+(`TrainingError`), 75 preempted (`Preempted`).
+"""
 
 
 class GimError(Exception):
@@ -14,7 +20,8 @@ class InputError(GimError):
 
 
 class ModelError(GimError):
-    """A run directory that cannot be loaded, or does not fit the data."""
+    """A run directory that cannot be loaded (missing, corrupt, tampered, another format). Data
+    that do not fit a run are an `InputError`."""
 
     exit_code = 4
 

@@ -34,6 +34,21 @@ def intervention_summary(
     return prob, iv.log_odds_any, shift, total
 
 
+# Default --min-prob: a gene is listed as a direct target only when it is more likely one than not.
+MIN_TARGET_PROB = 0.5
+
+
+def confident_targets(
+    prob: np.ndarray, score: np.ndarray, *, top: int, min_prob: float
+) -> np.ndarray:
+    """Indices of the direct targets to list for one request: of the genes whose target
+    probability is at least `min_prob` (none when no gene passes: a probability of 0.000 is not a
+    finding), the `top` with the highest `score` (the posterior log-odds, which keep ordering genes
+    whose probability is 1.0)."""
+    order = np.argsort(-score, kind="stable")
+    return order[prob[order] >= min_prob][:top]
+
+
 def target_table(
     run: GimRun,
     requests: pd.DataFrame,
@@ -41,6 +56,7 @@ def target_table(
     *,
     top: int = 20,
     n_downstream: int = 5,
+    min_prob: float = MIN_TARGET_PROB,
 ) -> pd.DataFrame:
     """Long table: per request its `top` direct targets (by posterior log-odds: probabilities of
     1.0 tie, their log-odds do not) and its `n_downstream` strongest downstream genes (largest
@@ -48,10 +64,12 @@ def target_table(
     prob, log_odds, shift, total = intervention_summary(run, requests, new_feats)
     genes = np.asarray(run.genes)
     keys = ["condition", "dose", *run.cov_keys]
-    rows = []
+    rows, none = [], []
     for k, r in enumerate(requests[keys].itertuples(index=False)):
         base = dict(zip(keys, r, strict=True))
-        order = np.argsort(-log_odds[k], kind="stable")[:top]
+        order = confident_targets(prob[k], log_odds[k], top=top, min_prob=min_prob)
+        if not len(order):
+            none.append(base)
         for rank, j in enumerate(order, 1):
             rows.append(
                 {
@@ -81,7 +99,10 @@ def target_table(
                 }
             )
     cols = [*keys, "kind", "gene", "prob", "log_odds", "shift", "effect", "rank"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df.attrs["min_prob"] = min_prob
+    df.attrs["without_targets"] = none  # requests with no confident direct target
+    return df
 
 
 def graph_table(run: GimRun, *, top: int | None = 100, min_weight: float = 0.0) -> pd.DataFrame:

@@ -21,10 +21,16 @@ from gimcli import _keys
 from gimcli._version import __version__
 from gimcli.config import TrainConfig
 from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
-from gimcli.data.features import FeatureSpec, component_descriptors, split_components
+from gimcli.data.features import FeatureSpec, component_descriptors, perturbed_genes
 from gimcli.data.io import atomic_path
 from gimcli.data.preprocess import PreprocessInfo
-from gimcli.errors import CheckpointMismatch, GimError, ModelError, weights_only_reason
+from gimcli.errors import (
+    CheckpointMismatch,
+    GimError,
+    InputError,
+    ModelError,
+    weights_only_reason,
+)
 from gimcli.model.module import ContextBatch, GIMModule
 from gimcli.provenance import file_sha256, json_default
 from gimcli.schema import MODEL_FORMAT_VERSION, RunMeta
@@ -116,7 +122,7 @@ class GimRun:
         idx = key.get_indexer(pd.MultiIndex.from_frame(cov_values[self.cov_keys].astype(str)))
         if (idx < 0).any():
             bad = cov_values.iloc[int(np.flatnonzero(idx < 0)[0])][self.cov_keys].to_dict()
-            raise ModelError(
+            raise InputError(
                 f"covariates {bad} were not in training (known groups: {g.to_dict('records')})"
             )
         return idx
@@ -133,7 +139,7 @@ class GimRun:
         new_features = new_features or {}
         extra = [n for cl in components for n in cl if n not in names and n not in new_features]
         if extra:
-            raise ModelError(f"no features for {sorted(set(extra))[:10]}")
+            raise InputError(f"no features for {sorted(set(extra))[:10]}")
         vocab = names + [n for n in new_features if n not in names]
         feats = (
             np.concatenate(
@@ -143,12 +149,13 @@ class GimRun:
             else self.comp_feats
         )
         gene_of = {g: i for i, g in enumerate(self.genes)}
+        # a new knock-out's gene: its name, or a guide label's stem (data.features.perturbed_genes)
+        new_gene = (
+            perturbed_genes(vocab[len(names) :], self.genes) if self.spec.kind == "identity" else {}
+        )
         comp_gene = np.array(
             self.meta.comp_gene
-            + [
-                gene_of.get(n, -1) if self.spec.kind == "identity" else -1
-                for n in vocab[len(names) :]
-            ],
+            + [gene_of.get(new_gene.get(n, ""), -1) for n in vocab[len(names) :]],
             dtype=np.int64,
         )
         C = max(1, max(len(c) for c in components))
@@ -178,7 +185,8 @@ class GimRun:
         component measured alone in training at the same dose and covariate group takes the
         posterior of that single context (a component's intervention is shared by every context it
         is in), and the rest take the network's prior pi(features), m(features)."""
-        comps = [split_components(c) for c in requests["condition"]]
+        rule = self.meta.keys.combinations.with_atomic(new_features or {})
+        comps = [rule.split(c) for c in requests["condition"]]
         doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
         logits, shifts = self.module.interventions(cb)
@@ -302,7 +310,7 @@ class GimRun:
         rows = [
             i
             for i, cond in enumerate(tc["condition"])
-            if not ctrl[i] and len(split_components(str(cond))) == 1
+            if not ctrl[i] and len(self.meta.keys.combinations.split(str(cond))) == 1
         ]
         if not rows or self.posterior is None or self.posterior_shift is None:
             return {}, 0.0
@@ -389,7 +397,7 @@ class GimRun:
         acc: dict[int, dict[float, list[np.ndarray]]] = {}
         for k in np.flatnonzero(~tc["is_control"].astype(bool).to_numpy()):
             dl = dose_parts(tc["dose"].iloc[k])
-            if len(split_components(str(tc["condition"].iloc[k]))) != 1:
+            if len(self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))) != 1:
                 continue
             acc.setdefault(int(groups[k]), {}).setdefault(round(dl[0], 9), []).append(part[k])
         return {
@@ -420,7 +428,7 @@ class GimRun:
         for g in range(G):
             kos, keeps = [], []  # (context, own gene) of single knock-outs of measured genes
             for k in np.flatnonzero((groups == g) & perturbed):
-                cl = split_components(str(tc["condition"].iloc[k]))
+                cl = self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))
                 keep = np.ones(d, bool)
                 for n in cl:
                     if gene_of.get(n, -1) >= 0:
@@ -479,7 +487,7 @@ class GimRun:
         ):
             if is_ctrl:
                 continue
-            cl = split_components(str(cond))
+            cl = self.meta.keys.combinations.split(str(cond))
             dl = tuple(np.round(dose_parts(dose), 9))
             whole[(tuple(cl), dl, covs)] = i
             if len(cl) == 1:

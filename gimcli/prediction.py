@@ -19,7 +19,7 @@ import torch
 
 from gimcli import _keys
 from gimcli.data.contexts import canonical_dose, context_label, format_dose
-from gimcli.data.features import component_descriptors, split_components
+from gimcli.data.features import component_descriptors
 from gimcli.data.io import H5adAppender, atomic_path
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
@@ -64,12 +64,14 @@ def build_requests(
     if (features is None) == (conditions is None):
         raise InputError("give either --features/--drug-features CSV or --conditions")
     uses_dose = run.meta.keys.dose_key is not None
+    rule = run.meta.keys.combinations
     if features is not None:
         req, new_feats = _requests_from_table(run, features, uses_dose=uses_dose)
+        rule = rule.with_atomic(req["condition"])
     else:
-        req, new_feats = pd.DataFrame({"condition": [c.strip() for c in conditions]}), {}
+        req, new_feats = pd.DataFrame({"condition": rule.canonical_names(conditions)}), {}
         known = set(run.spec.components)
-        unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
+        unknown = sorted({c for cond in req["condition"] for c in rule.split(cond)} - known)
         if unknown and run.spec.kind == "identity":  # the unseen knock-out rule (GimRun)
             new_feats = run.spec.featurize({n: n for n in unknown})
         elif unknown:
@@ -77,16 +79,21 @@ def build_requests(
                 f"--conditions: perturbation(s) {unknown[:10]} not in training; "
                 "give their features with --features"
             )
+    if not uses_dose and (doses or (features is not None and "dose" in features.columns)):
+        given = "--doses" if doses else "the 'dose' column of the features table"
+        raise InputError(
+            f"{given}: the model was trained without --dose-key, so it cannot predict doses "
+            "(leave them out, or retrain with --dose-key)"
+        )
     if uses_dose and "dose" not in req.columns:
         if not doses:
             raise InputError("the model was trained with doses: give --doses or a 'dose' column")
         req = _cross(req, pd.DataFrame({"dose": [format_dose(x) for x in doses]}))
     elif not uses_dose:
         req["dose"] = "1"
-    req["dose"] = [
-        canonical_dose(d, len(split_components(c)), column="dose")
-        for c, d in zip(req["condition"], req["dose"], strict=True)
-    ]
+    canon = [rule.canonical(c, d) for c, d in zip(req["condition"], req["dose"], strict=True)]
+    req["condition"] = [c for c, _ in canon]
+    req["dose"] = [canonical_dose(d, len(rule.split(c)), column="dose") for c, d in canon]
     return _with_covariates(run, req, covariates), new_feats
 
 
@@ -138,9 +145,10 @@ def applicability(
     spec = run.spec
     train_names = run.meta.components
     sims, nearest = [], []
+    rule = run.meta.keys.combinations.with_atomic(new_feats)
     for cond in requests["condition"]:
         worst, near = 1.0, ""
-        for c in split_components(cond):
+        for c in rule.split(cond):
             if c in new_feats:
                 s = spec.similarity(new_feats[c][None], run.comp_feats)[0]
                 j = int(np.argmax(s))
@@ -365,16 +373,21 @@ class _Plan:
         app = self.tables["applicability"]
         if not app:
             return
-        sim = pd.concat(app)["similarity"]
-        low = sim < LOW_SIMILARITY[self.run.spec.kind]
-        if low.any():
-            log.warning(
-                "%d of %d predicted perturbation(s) are far from every training perturbation "
-                "(similarity < %.2f); treat them as extrapolations",
-                int(low.sum()),
-                len(sim),
-                LOW_SIMILARITY[self.run.spec.kind],
-            )
+        warn_low_similarity(self.run, pd.concat(app)["similarity"])
+
+
+def warn_low_similarity(run: GimRun, sim: pd.Series, *, what: str = "predicted") -> None:
+    """One warning when perturbations are far from every training perturbation."""
+    low = sim < LOW_SIMILARITY[run.spec.kind]
+    if low.any():
+        log.warning(
+            "%d of %d %s perturbation(s) are far from every training perturbation "
+            "(similarity < %.2f); treat them as extrapolations",
+            int(low.sum()),
+            len(sim),
+            what,
+            LOW_SIMILARITY[run.spec.kind],
+        )
 
 
 def reference(run: GimRun, g: int, cache: dict[int, Reference] | None = None) -> Reference:
@@ -474,6 +487,7 @@ def predict(
     noise: Literal["controls", "gaussian"] = "controls",
     with_controls: bool = False,
     chunk: int = CHUNK_CONDITIONS,
+    warn: bool = True,
 ) -> ad.AnnData:
     """`n_cells` cells per request (docs/design.md, "Predictions"), in memory; None: every
     reference control cell of the request's group once (then the cells' mean is exactly the
@@ -489,7 +503,8 @@ def predict(
     uns['gim']['model_mean'] is the SEM's analytical mean."""
     plan = _plan(run, requests, new_feats, **{k: v for k, v in locals().items() if k in _OPTIONS})
     pieces = list(plan.pieces())
-    plan.warn_low_similarity()
+    if warn:  # evaluate predicts with two models: it warns once
+        plan.warn_low_similarity()
     if pieces:
         out = ad.concat(pieces, merge="same")
     else:

@@ -110,6 +110,12 @@ class RunMeta:
     # the options of `gim train` / gimcli.train as resolved: values, where each came from (flag,
     # env, file, default, argument) and the config file (docs/api.md, "Configuration")
     options: dict[str, Any] = field(default_factory=dict)
+    # health checks of the fit (gimcli.training.health): {"check", "message"} records, written as
+    # model.json diagnostics.warnings
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    # what was held out of training and scored (gimcli.evaluation.splits.Holdout.to_dict); {}
+    # without a split
+    holdout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def genes(self) -> list[str]:
@@ -137,13 +143,15 @@ class RunMeta:
             "comp_gene": self.comp_gene,
             "contexts": self.contexts,
             "training": self.training.to_dict(),
-            "diagnostics": self.diagnostics.to_dict(),
+            "diagnostics": {**self.diagnostics.to_dict(), "warnings": self.warnings},
             "history": self.history,
         }
         if self.provenance is not None:
             out["provenance"] = self.provenance.to_dict()
         if self.options:
             out["options"] = self.options
+        if self.holdout:
+            out["holdout"] = self.holdout
         if self.weights_sha256 is not None:
             out["weights_sha256"] = self.weights_sha256
         return out
@@ -152,6 +160,9 @@ class RunMeta:
     def from_json(cls, d: dict[str, Any]) -> RunMeta:
         """Read model.json; raises KeyError/TypeError/ValueError on a file that does not fit."""
         d = dict(d)
+        diag = dict(d.pop("diagnostics"))
+        d["warnings"] = diag.pop("warnings", [])
+        d["diagnostics"] = diag
         nested = {
             "config": TrainConfig.from_dict(d.pop("config")),
             "input": _strict(InputInfo, d.pop("input")) if d.get("input") else None,

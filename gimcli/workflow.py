@@ -19,8 +19,8 @@ import numpy as np
 
 from gimcli import _keys
 from gimcli.config import DataKeys, TrainConfig
-from gimcli.data.features import read_feature_csv
-from gimcli.data.io import read_h5ad
+from gimcli.data.features import check_heldout_features, read_feature_csv
+from gimcli.data.io import read_h5ad, staged_dir
 from gimcli.evaluation.heldout import describe, evaluate_split, write_eval
 from gimcli.evaluation.splits import Holdout, train_mask
 from gimcli.gimrun import GimRun
@@ -30,6 +30,7 @@ from gimcli.schema import InputInfo
 from gimcli.training.checkpoint import run_checkpointer
 from gimcli.training.distributed import env_rank, env_world_size
 from gimcli.training.fitting import fit_run, resolve_device
+from gimcli.training.health import health_warnings
 from gimcli.training.loop import History
 from gimcli.training.outputs import write_run
 
@@ -62,6 +63,7 @@ def train_to_directory(
     resume: bool = False,
     progress: Callable[[int, dict], None] | None = None,
     options: dict | None = None,
+    baseline_refit: bool = True,
 ) -> TrainOutputs:
     """Train on `data` and write the run directory `out`.
 
@@ -88,6 +90,8 @@ def train_to_directory(
         Called as progress(step, row) at every evaluation.
     options
         The resolved options to record in model.json ("options").
+    baseline_refit
+        With a holdout, also refit the GIM with B = 0 (the gim_nograph baseline, nograph/).
     """
     distributed = env_world_size() > 1
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
@@ -102,6 +106,8 @@ def train_to_directory(
         )
     t_read = time.perf_counter() - t0
     mask = _train_mask(adata, holdout, keys)
+    if mask is not None:  # what would fail only when the held-out cells are scored, after training
+        check_heldout_features(adata.obs, mask, keys=keys, drug_features=feats_df)
     set_deterministic(deterministic)
     ckpt = (
         contextlib.nullcontext()
@@ -134,16 +140,31 @@ def train_to_directory(
         )
         if main_rank:  # still under the signal handlers: a late signal no longer interrupts writes
             prov = provenance(seed=config.seed, inputs={"drug_features": drug_features})
-            run.meta = replace(run.meta, provenance=prov, options=options or {})
+            split = holdout.to_dict() if mask is not None else {}
+            run.meta = replace(run.meta, provenance=prov, options=options or {}, holdout=split)
             t_write = time.perf_counter()
             nograph = None
             if mask is not None:
                 run.evaluation, nograph = evaluate_split(
-                    run, adata, mask, split=holdout.to_dict(), device=device, seed=config.seed
+                    run,
+                    adata,
+                    mask,
+                    split=holdout.to_dict(),
+                    device=device,
+                    seed=config.seed,
+                    drug_features=feats_df,
+                    baseline_refit=baseline_refit,
                 )
                 log.info("held-out mean R2: %s", describe(run.evaluation))
-            if out is not None:
-                paths = write_outputs(run, hist, out, adata=adata, mask=mask, nograph=nograph)
+            run.meta = replace(run.meta, warnings=_health(run, nograph))
+            for w in run.meta.warnings:
+                log.warning("%s", w["message"])
+            if out is not None:  # written beside out, moved in when complete (never partial)
+                with staged_dir(out, last=(_keys.MODEL_META,)) as stage:
+                    staged = write_outputs(
+                        run, hist, stage, adata=adata, mask=mask, nograph=nograph, title=str(out)
+                    )
+                paths = {k: str(out / Path(v).relative_to(stage)) for k, v in staged.items()}
             t_write = time.perf_counter() - t_write
     if not distributed and out is not None:
         ckpt.finished()
@@ -158,6 +179,17 @@ def train_to_directory(
     return TrainOutputs(run=run, history=hist, paths=paths, timings=timings)
 
 
+def _health(run: GimRun, nograph: GimRun | None) -> list[dict]:
+    tr = run.meta.training
+    return health_warnings(
+        run.meta.history,
+        best_step=tr.best_step,
+        best_val=tr.best_val_nll,
+        spectral_radius=run.meta.diagnostics.to_dict().get("B_spectral_radius"),
+        nograph_best_val=nograph.meta.training.best_val_nll if nograph is not None else None,
+    )
+
+
 def _train_mask(adata: ad.AnnData, holdout: Holdout | None, keys: DataKeys) -> np.ndarray | None:
     if holdout is None or not holdout.any():
         return None
@@ -167,6 +199,7 @@ def _train_mask(adata: ad.AnnData, holdout: Holdout | None, keys: DataKeys) -> n
         perturbation_key=keys.perturbation_key,
         control=keys.control,
         dose_key=keys.dose_key,
+        combinations=keys.combinations,
     )
     log.info("split: training on %d cells, holding out %d", int(mask.sum()), int((~mask).sum()))
     return mask
@@ -180,6 +213,7 @@ def write_outputs(
     adata: ad.AnnData,
     mask: np.ndarray | None,
     nograph: GimRun | None = None,
+    title: str | None = None,
 ) -> dict[str, str]:
     """The run directory: model, metrics, annotated input; with a split the held-out scores
     (run.evaluation) and the B = 0 refit; the report last (a failed report only warns). Returns
@@ -189,6 +223,6 @@ def write_outputs(
         if nograph is not None:
             nograph.save(out / _keys.NOGRAPH)
         paths.update(write_eval(run.evaluation, out))
-    if (report := write_report(out)) is not None:
+    if (report := write_report(out, title=title)) is not None:
         paths["report"] = str(report)
     return paths

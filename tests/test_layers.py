@@ -16,6 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "gimcli"
 # Lowest first; a module belongs to the layer of its longest matching prefix.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("gimcli._version", "gimcli._keys", "gimcli.errors", "gimcli.config")),
+    ("base", ("gimcli.combinations",)),
     ("base", ("gimcli.provenance",)),
     ("data", ("gimcli.data", "gimcli.simulation")),
     ("model", ("gimcli.model",)),

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
+    from gimcli.cli._common import reset_logging
+
+    reset_logging()
     try:
         # --config FILE.toml and GIM_<COMMAND>_<OPTION> variables, for every command
         args, settings = prepare(args, command)
@@ -37,21 +40,31 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except GimError as e:
-        typer.echo(f"gim: error: {e}", err=True)
-        return e.exit_code
+        return _fail(f"gim: error: {e}", e.exit_code, type(e).__name__, as_json="--json" in args)
     except KeyboardInterrupt:
         typer.echo("gim: interrupted", err=True)
         return 130
     except Exception as e:  # a bug: one line here, the trace with GIM_DEBUG=1
         if os.environ.get("GIM_DEBUG"):
             raise
-        typer.echo(
+        msg = (
             f"gim: internal error: {type(e).__name__}: {e} (please report; GIM_DEBUG=1 shows a "
-            "trace)",
-            err=True,
+            "trace)"
         )
-        return 1
+        return _fail(msg, 1, "InternalError", as_json="--json" in args)
     return 0
+
+
+def _fail(message: str, code: int, kind: str, *, as_json: bool) -> int:
+    """A failed command: its one line on stderr and at the end of the command's gim.log, and with
+    --json an error object on stdout (status, exit_code, error, type)."""
+    from gimcli.cli._common import emit_json, log_failure
+
+    typer.echo(message, err=True)
+    log_failure(message)
+    if as_json:
+        emit_json({"status": "error", "exit_code": code, "type": kind, "error": message})
+    return code
 
 
 def run() -> None:

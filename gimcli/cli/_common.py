@@ -14,6 +14,15 @@ from gimcli.errors import InputError
 _HANDLERS: list[logging.Handler] = []
 
 
+def reset_logging() -> None:
+    """Forget the handlers of an earlier command in this process (its gim.log is not ours)."""
+    root = logging.getLogger("gimcli")
+    for h in _HANDLERS:
+        root.removeHandler(h)
+        h.close()
+    _HANDLERS.clear()
+
+
 def setup_logging(*, quiet: bool = False, log_file: Path | None = None) -> None:
     """Rich on a terminal, plain timestamped lines otherwise (SLURM logs); plus <out>/gim.log."""
     root = logging.getLogger("gimcli")
@@ -42,6 +51,18 @@ def setup_logging(*, quiet: bool = False, log_file: Path | None = None) -> None:
         _HANDLERS.append(fh)
     for h in _HANDLERS:
         root.addHandler(h)
+
+
+def log_failure(message: str) -> None:
+    """The error that ends a command, written to the command's gim.log (when it has one)."""
+    for h in _HANDLERS:
+        if isinstance(h, logging.FileHandler):
+            h.handle(
+                logging.makeLogRecord(
+                    {"name": "gimcli", "levelno": 40, "levelname": "ERROR", "msg": message}
+                )
+            )
+            h.flush()
 
 
 def emit_json(summary: dict) -> None:

@@ -143,6 +143,12 @@ def prepare(args: list[str], group) -> tuple[list[str], dict]:
             "flag wins over the environment, which wins over the file."
         )
         cmd.epilog = f"{cmd.epilog}\n\n{note}" if cmd.epilog else note
+        for p in _options(cmd):  # a flag takes no value: --help shows none (not "<bool>")
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+        help_opt = cmd.get_help_option(cmd.context_class(cmd))  # cached by the command
+        if help_opt is not None:
+            help_opt.metavar = ""
     return args, {"default_map": from_file, "auto_envvar_prefix": ENV_PREFIX}
 
 

@@ -18,6 +18,9 @@ from gimcli.cli._common import api_options, setup_logging
 def explain(
     run_dir: Path = typer.Argument(..., help="Run directory written by `gim train`."),
     top_targets: int = typer.Option(10, help="Direct targets listed per condition."),
+    min_prob: float = typer.Option(
+        0.5, help="List a gene as a direct target only at this target probability or more."
+    ),
     n_downstream: int = typer.Option(
         5, help="Strongest downstream (indirectly changed) genes per condition."
     ),
@@ -26,6 +29,9 @@ def explain(
     ),
     features: Path | None = typer.Option(
         None, "--features", "--drug-features", help="CSV of new perturbations (as for predict)."
+    ),
+    conditions_file: Path | None = typer.Option(
+        None, help="File of condition names, one per line (for names with commas)."
     ),
     doses: str | None = typer.Option(None, help="Doses for conditions/features not in training."),
     covariate: list[str] | None = typer.Option(None, help="KEY=VALUE (repeatable)."),
@@ -52,10 +58,24 @@ def explain(
         raise InputError(f"--format {fmt!r}: expected table, csv or json")
     df = api.explain(run_dir, **api_options(params, api.explain))
     text = _render(df, fmt)
+    none = _without_targets(df)
+    if none and fmt == "table":
+        text += "".join(f"{n}\n" for n in none)
+    for n in none if fmt != "table" or out is not None else []:
+        typer.echo(n, err=True)
     if out is not None:
         write_text(text, out)
     else:
         sys.stdout.write(text)
+
+
+def _without_targets(df) -> list[str]:
+    """'<condition ...>: no confident direct targets (prob >= p)' per condition without one."""
+    p = df.attrs.get("min_prob")
+    return [
+        f"{' '.join(str(v) for v in base.values())}: no confident direct targets (prob >= {p:g})"
+        for base in df.attrs.get("without_targets", [])
+    ]
 
 
 def _render(df, fmt: str) -> str:

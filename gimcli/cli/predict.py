@@ -30,6 +30,9 @@ def predict(
     conditions: str | None = typer.Option(
         None, help="Comma list of perturbations/combinations (A+B) the model knows."
     ),
+    conditions_file: Path | None = typer.Option(
+        None, help="File of condition names, one per line (for names with commas)."
+    ),
     doses: str | None = typer.Option(
         None, help="Comma list of doses to predict each perturbation at."
     ),

@@ -42,8 +42,30 @@ def train(
     counts_layer: str | None = typer.Option(
         None, help="Layer with raw counts (default: auto-detect X)."
     ),
+    perturbed_gene_key: str | None = typer.Option(
+        None,
+        help="obs column with the gene each perturbation targets (default: the name, or a guide "
+        "label's stem before _<digits>, when it is a measured gene).",
+    ),
+    input_kind: str = typer.Option(
+        "auto",
+        "--input",
+        help="auto | counts | log | continuous (negative values allowed, used as given).",
+    ),
+    min_cells: int = typer.Option(
+        0, help="Model only genes detected in at least this many cells (0: no filter)."
+    ),
+    combination_sep: str = typer.Option(
+        "+",
+        help="Separator of a combination's components ('none': every name is one perturbation; "
+        "names in --drug-features are never split).",
+    ),
     n_top_genes: int = typer.Option(
         _D.n_top_genes, help="Highly variable genes to model (all if fewer)."
+    ),
+    min_cells_per_context: int = typer.Option(
+        _D.min_cells_per_context,
+        help="Skip perturbed contexts with fewer cells (1: keep bulk samples, one per context).",
     ),
     steps: int = typer.Option(_D.steps, help="Optimisation steps."),
     lr: float = typer.Option(_D.lr, help="Adam learning rate."),
@@ -104,6 +126,11 @@ def train(
     split_key: str | None = typer.Option(
         None, help="obs column with train/test per cell (instead of --holdout-*)."
     ),
+    baseline_refit: bool = typer.Option(
+        True,
+        "--baseline-refit/--no-baseline-refit",
+        help="With a holdout, also refit the GIM with B = 0 (the gim_nograph baseline).",
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
     precision: str = typer.Option(
         _D.precision, help="fp32 | tf32 | bf16: precision of the d x d matmuls of a step."
@@ -155,6 +182,7 @@ def _report(run, out: Path, *, as_json: bool) -> None:
         "best_val_nll": tr.best_val_nll,
         "device": run.meta.training.device,
         "diagnostics": diag.to_dict(),
+        "warnings": run.meta.warnings,
         "timings": {k: round(t[k], 3) for k in ("read", "prepare", "train", "write")},
     }
     log.info(
@@ -186,6 +214,7 @@ class _Progress:
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("{task.fields[info]}"),
+                TextColumn("time left"),
                 TimeRemainingColumn(),
                 transient=True,
             )

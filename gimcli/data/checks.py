@@ -18,8 +18,14 @@ def data_values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X).ravel()
 
 
-def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
-    """NaN/inf or negative expression values are never usable; the message names the first."""
+INPUT_KINDS = ("auto", "counts", "log", "continuous")
+
+
+def check_values(
+    X, *, where: str, obs_names=None, var_names=None, negative_ok: bool = False
+) -> None:
+    """NaN/inf values are never usable, negative ones only in continuous input (--input
+    continuous); the message names the first."""
     vals = data_values(X)
     if vals.size and not np.isfinite(vals).all():
         i = int(np.flatnonzero(~np.isfinite(vals))[0])
@@ -27,12 +33,13 @@ def check_values(X, *, where: str, obs_names=None, var_names=None) -> None:
             f"{where}: contains NaN or infinite values, e.g. {vals[i]} at "
             f"{locate(X, i, obs_names, var_names)}"
         )
-    if vals.size and vals.min() < 0:
+    if vals.size and vals.min() < 0 and not negative_ok:
         i = int(np.argmin(vals))
         raise InputError(
             f"{where}: contains negative values (min {vals[i]:.3g} at "
             f"{locate(X, i, obs_names, var_names)}); "
-            "expected counts or log-normalised expression (scaled/centred data cannot be used)"
+            "expected counts or log-normalised expression; for scaled, centred or other continuous "
+            "measurements pass --input continuous"
         )
 
 
@@ -109,10 +116,31 @@ def check_expression(
     X, *, where: str, obs_names=None, var_names=None, counts_layer: bool = False
 ) -> bool:
     """Every check on a matrix (or its first chunk); returns whether it holds counts."""
+    return input_kind(X, "auto", where=where, obs_names=obs_names, var_names=var_names,
+                      counts_layer=counts_layer) == "counts"  # fmt: skip
+
+
+def input_kind(
+    X, kind: str, *, where: str, obs_names=None, var_names=None, counts_layer: bool = False
+) -> str:
+    """The checked kind of a matrix: counts, log or continuous (--input; auto: counts when every
+    value is an integer and some exceed 1, else log-normalised). Refuses an all-zero matrix and
+    values that do not fit the kind, naming the first."""
     names = {"obs_names": obs_names, "var_names": var_names}
-    check_values(X, where=where, **names)
+    if kind not in INPUT_KINDS:
+        raise InputError(f"--input {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
+    check_values(X, where=where, negative_ok=kind == "continuous", **names)
+    vals = data_values(X)
+    if not vals.size or not np.any(vals):
+        raise InputError(f"{where}: every value is 0; there is no expression to model")
+    if kind == "continuous":
+        return kind
     is_counts = looks_like_counts(X)
+    if kind == "counts" and not is_counts:
+        check_counts_layer(X, False, where=f"{where} (--input counts)", **names)
+    if kind == "log" and is_counts:
+        is_counts = False  # integer-valued log data (e.g. 0/1/2) as the user says
     if counts_layer:
         check_counts_layer(X, is_counts, where=where, **names)
     check_scale(X, is_counts, where=where, **names)
-    return is_counts
+    return "counts" if is_counts else "log"

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import DataKeys
-from gimcli.data.features import COMBO_SEP, split_components
+from gimcli.data.combinations import DEFAULT, Combinations
+from gimcli.data.features import COMBO_SEP
 from gimcli.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def canonical_doses(
     control: str,
     dose_key: str | None,
     strict: bool = True,
+    rule: Combinations = DEFAULT,
 ) -> np.ndarray:
     """The dose of each cell as contexts key it: '' for controls, one number per component of a
     combination ('1' each without a dose column). Each (perturbation, dose) pair is parsed once;
@@ -69,12 +71,31 @@ def canonical_doses(
             canon[(p, d)] = ""
             continue
         try:
-            canon[(p, d)] = canonical_dose(d, len(split_components(p)), column=dose_key or "dose")
+            canon[(p, d)] = canonical_dose(d, len(rule.split(p)), column=dose_key or "dose")
         except InputError:
             if strict:
                 raise
             canon[(p, d)] = None
     return np.array([canon[(p, d)] for p, d in zip(pert, raw, strict=True)], dtype=object)
+
+
+def canonical_conditions(
+    pert: pd.Series, doses: pd.Series | None, rule: Combinations = DEFAULT
+) -> tuple[pd.Series, pd.Series | None]:
+    """Each cell's condition (and dose) in canonical spelling: a combination's components sorted,
+    a per-component dose reordered with them (gimcli.data.combinations). Computed once per
+    distinct pair."""
+    raw = doses if doses is not None else pd.Series("", index=pert.index)
+    pairs = pd.DataFrame({"p": pert.to_numpy(), "d": raw.to_numpy()})
+    uniq = pairs.drop_duplicates()
+    canon = [rule.canonical(p, d) for p, d in zip(uniq["p"], uniq["d"], strict=True)]
+    if all(c == (p, d) for c, p, d in zip(canon, uniq["p"], uniq["d"], strict=True)):
+        return pert, doses
+    uniq = uniq.assign(cp=[c[0] for c in canon], cd=[c[1] for c in canon])
+    merged = pairs.merge(uniq, on=["p", "d"], how="left")
+    new_p = pd.Series(merged["cp"].to_numpy(), index=pert.index)
+    new_d = None if doses is None else pd.Series(merged["cd"].to_numpy(), index=pert.index)
+    return new_p, new_d
 
 
 def dose_transform(dose: np.ndarray, scale: float) -> np.ndarray:
@@ -136,6 +157,7 @@ def build_contexts(
     dose_key: str | None = None,
     covariate_keys: list[str] | None = None,
     min_cells: int = 3,
+    combinations: Combinations = DEFAULT,
 ) -> Contexts:
     """The contexts of a screen's cells: one per (perturbation, canonical dose, covariate group).
 
@@ -148,6 +170,7 @@ def build_contexts(
         {k: _require_column(obs, k, "covariate").astype(str) for k in cov_keys}, index=obs.index
     )
     doses = _require_column(obs, dose_key, "dose").astype(str) if dose_key else None
+    pert, doses = canonical_conditions(pert, doses, combinations)
     is_ctrl = (pert == control).to_numpy()
     if not is_ctrl.any():
         examples = pert.unique()[:5].tolist()
@@ -161,10 +184,11 @@ def build_contexts(
         None if doses is None else doses.to_numpy(),
         control=control,
         dose_key=dose_key,
+        rule=combinations,
     )
     key = pd.DataFrame({"condition": pert.to_numpy(), "dose": dose_str, "_group": cell_group})
     table, cell_context = _context_table(key, control=control, min_cells=min_cells)
-    comp_names, components, comp_dose = _component_matrix(table, control)
+    comp_names, components, comp_dose = _component_matrix(table, control, combinations)
     gidx = table.pop("_group").to_numpy()
     for k in cov_keys:
         table[k] = groups[k].to_numpy()[gidx]
@@ -220,6 +244,13 @@ def _context_table(
             int(counts[small].sum()),
             table.loc[small, "condition"].iloc[0],
         )
+    perturbed = (table["condition"] != control).to_numpy()
+    if perturbed.any() and small[perturbed].all():
+        raise InputError(
+            f"every perturbed context ({int(perturbed.sum())}, {int(counts[perturbed].sum())} "
+            f"cells) has fewer than {min_cells} cells (min_cells_per_context) and was dropped; "
+            "nothing is left to train on (one well per drug and dose, e.g. a bulk plate?)"
+        )
     keep_idx = np.flatnonzero(~small)
     remap = -np.ones(len(table), dtype=np.int64)
     remap[keep_idx] = np.arange(len(keep_idx))
@@ -228,10 +259,10 @@ def _context_table(
     return table, remap[codes]
 
 
-def _component_matrix(table: pd.DataFrame, control: str):
+def _component_matrix(table: pd.DataFrame, control: str, rule: Combinations = DEFAULT):
     """Component names (sorted), and per context its components' indices (-1: none) and doses."""
     comp_lists = [
-        [] if c else split_components(p)
+        [] if c else rule.split(p)
         for p, c in zip(table["condition"], table["is_control"], strict=True)
     ]
     comp_names = sorted({c for cl in comp_lists for c in cl})
@@ -268,9 +299,14 @@ def cell_keys(obs: pd.DataFrame, keys: DataKeys, *, strict: bool = True) -> pd.D
     """Per cell: condition, canonical dose and covariates as strings, keyed like the contexts.
 
     With strict=False an unparseable dose gives None (such a cell matches no context)."""
-    pert = obs[keys.perturbation_key].astype(str).str.strip().to_numpy()
-    raw = obs[keys.dose_key].astype(str).to_numpy() if keys.dose_key else None
-    dose = canonical_doses(pert, raw, control=keys.control, dose_key=keys.dose_key, strict=strict)
+    rule = keys.combinations
+    pert = obs[keys.perturbation_key].astype(str).str.strip()
+    raw = obs[keys.dose_key].astype(str) if keys.dose_key else None
+    pert, raw = canonical_conditions(pert, raw, rule)
+    pert, raw = pert.to_numpy(), None if raw is None else raw.to_numpy()
+    dose = canonical_doses(
+        pert, raw, control=keys.control, dose_key=keys.dose_key, strict=strict, rule=rule
+    )
     cells = pd.DataFrame({"condition": pert, "dose": dose})
     for k in keys.covariate_keys:
         if k not in obs.columns:

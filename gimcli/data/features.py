@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import DataKeys, TrainConfig
+from gimcli.data.combinations import DEFAULT, Combinations
 from gimcli.errors import InputError
 
 COMBO_SEP = "+"
 
 
-def split_components(condition: str) -> list[str]:
-    return [c.strip() for c in str(condition).split(COMBO_SEP) if c.strip()]
+def split_components(condition: str, rule: Combinations = DEFAULT) -> list[str]:
+    """The components of a condition by the combination rule (gimcli.data.combinations)."""
+    return rule.split(condition)
 
 
 def _parse_smiles(smiles: str):
@@ -253,6 +255,7 @@ def numeric_descriptors(
                 raise InputError(f"feature column {k!r} is not numeric")
         single = _single_rows(obs, perturbation_key)
         sub = obs.loc[single.isin(names), columns].assign(_c=single)
+        check_constant_features(sub, columns)
         vals = sub.groupby("_c", observed=True)[columns].mean()
         vals = vals[vals.notna().all(1)]
         values = {c: vals.loc[c].to_numpy(np.float32) for c in names if c in vals.index}
@@ -265,6 +268,42 @@ def numeric_descriptors(
     if out and not np.isfinite(np.stack(list(out.values()))).all():
         raise InputError(f"feature columns {columns} contain infinite values")
     return out
+
+
+def check_constant_features(sub: pd.DataFrame, columns: list[str]) -> None:
+    """A feature describes a perturbation, so it must be one value on all of its cells: refuse a
+    column that is empty on some of a perturbation's cells only, or that differs between them
+    (averaging either would silently invent a value). `sub`: the cells, `_c` their perturbation."""
+    g = sub.groupby("_c", observed=True)[columns]
+    n_na, n = g.agg(lambda s: int(s.isna().sum())), g.size()
+    for col in columns:
+        partial = n_na[col][(n_na[col] > 0) & (n_na[col] < n)]
+        if len(partial):
+            c = partial.index[0]
+            raise InputError(
+                f"feature column {col!r}: {int(partial.iloc[0])} of the {int(n[c])} cells of "
+                f"{c!r} have no value ({len(partial)} perturbation(s) like this); fill or drop "
+                "them"
+            )
+
+    def _range(s: pd.Series) -> float:  # over finite values (infinite ones are refused later)
+        v = s.to_numpy(float)
+        v = v[np.isfinite(v)]
+        return float(v.max() - v.min()) if v.size else 0.0
+
+    spread = g.agg(_range)
+    for col in columns:
+        v = np.abs(sub[col].to_numpy(float))
+        v = v[np.isfinite(v)]
+        tol = 1e-6 * max(1.0, float(v.max()) if v.size else 0.0)
+        bad = spread[col][spread[col] > tol]
+        if len(bad):
+            c = bad.index[0]
+            raise InputError(
+                f"feature column {col!r} differs between cells of {c!r} (range {bad.iloc[0]:.4g}; "
+                f"{len(bad)} perturbation(s) like this): a feature must describe the whole "
+                "perturbation"
+            )
 
 
 def component_descriptors(
@@ -286,6 +325,79 @@ def component_descriptors(
     return {n: n for n in names}
 
 
+def perturbed_genes(
+    comp_names: list[str],
+    var_names,
+    *,
+    obs: pd.DataFrame | None = None,
+    keys: DataKeys | None = None,
+) -> dict[str, str]:
+    """The measured gene each perturbation targets (genetic screens; the prior "the perturbed gene
+    is a likely target" uses it): from obs[--perturbed-gene-key] on the perturbation's own cells
+    when given, else the name itself when it is a gene, else a guide label's stem (`LCK_1`,
+    `JUN_2` -> `LCK`, `JUN`: a `_<digits>` suffix stripped) when the stem is a gene."""
+    import re
+
+    genes = set(map(str, var_names))
+    key = keys.perturbed_gene_key if keys is not None else None
+    out: dict[str, str] = {}
+    if key is not None:
+        if obs is None or key not in obs.columns:
+            have = [] if obs is None else list(obs.columns)[:20]
+            raise InputError(f"--perturbed-gene-key {key!r}: not an obs column (have {have})")
+        single = _single_rows(obs, keys.perturbation_key)
+        sub = obs.loc[single.isin(comp_names), [key]].assign(_c=single)
+        sub = sub[sub[key].notna()]
+        for c, g in sub.drop_duplicates("_c").set_index("_c")[key].astype(str).items():
+            if g in genes:
+                out[c] = g
+        return out
+    for c in comp_names:
+        if c in genes:
+            out[c] = c
+        elif (m := re.fullmatch(r"(.+)_\d+", c)) and m.group(1) in genes:
+            out[c] = m.group(1)
+    return out
+
+
+def feature_kind(keys: DataKeys, drug_features: pd.DataFrame | None) -> str:
+    """smiles (--smiles-key / --drug-features), numeric (--feature-keys) or identity."""
+    given = (keys.smiles_key, drug_features, keys.feature_keys or None)
+    if sum(x is not None for x in given) > 1:
+        raise InputError("give only one of --smiles-key, --drug-features, --feature-keys")
+    if keys.smiles_key is not None or drug_features is not None:
+        return "smiles"
+    return "numeric" if keys.feature_keys else "identity"
+
+
+def check_heldout_features(
+    obs: pd.DataFrame,
+    train_mask: np.ndarray,
+    *,
+    keys: DataKeys,
+    drug_features: pd.DataFrame | None,
+) -> None:
+    """Before training on obs[train_mask]: refuse held-out perturbations that lack their SMILES
+    or numeric values, which would otherwise fail only when the held-out cells are scored, after
+    training. (Identity features describe any held-out name: GimRun's unseen knock-out rule.)"""
+    rule = keys.combinations
+    pert = obs[keys.perturbation_key].astype(str).str.strip()
+    mask = np.asarray(train_mask, bool)
+    perturbed = (pert != keys.control).to_numpy()
+    names = lambda sel: {c for p in pert[sel].unique() for c in rule.split(p)}  # noqa: E731
+    trained, held = names(mask & perturbed), names(~mask & perturbed)
+    new = sorted(held - trained)
+    if not new:
+        return
+    kind = feature_kind(keys, drug_features)
+    if kind == "identity":
+        return
+    spec = FeatureSpec(kind=kind, columns=list(keys.feature_keys))
+    raw = component_descriptors(spec, new, obs=obs, keys=keys, table=drug_features)
+    if kind == "smiles":
+        spec.featurize_smiles(raw)  # names every SMILES that does not parse
+
+
 def training_features(
     obs: pd.DataFrame,
     comp_names: list[str],
@@ -296,10 +408,8 @@ def training_features(
 ) -> tuple[FeatureSpec, np.ndarray]:
     """The spec of a training run (SMILES with --smiles-key/--drug-features, numeric with
     --feature-keys, else identity) and one feature row per training component."""
-    given = (keys.smiles_key, drug_features, keys.feature_keys or None)
-    if sum(x is not None for x in given) > 1:
-        raise InputError("give only one of --smiles-key, --drug-features, --feature-keys")
-    if keys.smiles_key is not None or drug_features is not None:
+    kind = feature_kind(keys, drug_features)
+    if kind == "smiles":
         spec = FeatureSpec(
             kind="smiles",
             components=comp_names,
@@ -307,7 +417,7 @@ def training_features(
             n_bits=config.fp_bits,
             chirality=config.fp_chirality,
         )
-    elif keys.feature_keys:
+    elif kind == "numeric":
         spec = FeatureSpec(kind="numeric", components=comp_names, columns=list(keys.feature_keys))
     else:
         spec = FeatureSpec(kind="identity", components=comp_names)

@@ -78,6 +78,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_p.unlink()
 
 
+@contextlib.contextmanager
+def staged_dir(out: str | Path, *, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield an empty staging directory beside `out`; if the block succeeds, move each of its
+    entries into `out` (the names in `last` last: a run directory is complete once its model.json
+    is there), else remove it. A failed or killed write never leaves a partial output in `out`;
+    what `out` held before (a log, a checkpoint) is kept, entries of the same name replaced."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(exist_ok=True)
+        entries = sorted(
+            stage.iterdir(),
+            key=lambda p: (p.name in last, last.index(p.name) if p.name in last else 0),
+        )
+        for src in entries:
+            dst = out / src.name
+            if dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+        _fsync_dir(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)

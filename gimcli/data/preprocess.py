@@ -11,8 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gimcli.data.checks import check_expression
+from gimcli.data.checks import input_kind as input_kind_of
 from gimcli.data.chunked import preprocess_chunked, with_forced_genes
-from gimcli.errors import InputError, ModelError
+from gimcli.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class PreprocessInfo:
     # column of each modelled gene in the input's var_names (predictions line up with the input's
     # full gene set through it); [] in runs made before it was recorded
     gene_index: list[int] = field(default_factory=list)
+    # counts | log | continuous (--input, resolved); "" in runs made before it was recorded
+    kind: str = ""
+    # genes kept only if detected (> 0) in at least this many cells (--min-cells; 0: no filter)
+    min_cells: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +49,8 @@ def preprocess(
     hvg_flavor: str = "seurat",
     target_sum: float = 1e4,
     force_genes: list[str] | None = None,
+    input_kind: str = "auto",
+    min_cells: int = 0,
 ) -> tuple[sp.csr_matrix, PreprocessInfo]:
     """Log-normalise (when counts) and select genes; the input AnnData is never modified.
 
@@ -63,18 +70,23 @@ def preprocess(
     if X is None:
         raise InputError("the file has no expression matrix in X")
     options = {"n_top_genes": n_top_genes, "target_sum": target_sum, "force_genes": force_genes}
+    if adata.isbacked and (input_kind == "continuous" or min_cells):
+        raise InputError("--input continuous and --min-cells are not available with --backed yet")
     if adata.isbacked:  # on disk: never the whole matrix in memory
         Xout, is_counts, keep = preprocess_chunked(
             adata, X, source=source, counts_layer=counts_layer, hvg_flavor=hvg_flavor, **options
         )
         how = " in chunks"
+        kind = "counts" if is_counts else "log"
     else:
         X = as_csr32(X)
         names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
-        is_counts = check_expression(
-            X, where=source, counts_layer=counts_layer is not None, **names
+        kind = input_kind_of(
+            X, input_kind, where=source, counts_layer=counts_layer is not None, **names
         )
-        Xout, keep = _normalise_and_select(X, adata.var_names, is_counts, hvg_flavor, options)
+        is_counts = kind == "counts"
+        options["min_cells"] = min_cells
+        Xout, keep = _normalise_and_select(X, adata.var_names, kind, hvg_flavor, options)
         how = ""
     genes = adata.var_names if keep is None else adata.var_names[keep]
     info = PreprocessInfo(
@@ -82,38 +94,70 @@ def preprocess(
         is_counts=is_counts,
         target_sum=target_sum if is_counts else None,
         log1p=is_counts,
-        hvg_flavor=None if keep is None else hvg_flavor,
+        hvg_flavor=None if keep is None else ("variance" if kind == "continuous" else hvg_flavor),
         n_top_genes=n_top_genes,
         genes=genes.tolist(),
         gene_index=(np.arange(adata.n_vars) if keep is None else np.flatnonzero(keep)).tolist(),
+        kind=kind,
+        min_cells=min_cells,
     )
     log.info(
         "preprocessed %s%s: %s, %d of %d genes kept",
         source,
         how,
-        "counts -> normalize_total+log1p" if is_counts else "log-normalised as given",
+        {
+            "counts": "counts -> normalize_total+log1p",
+            "log": "log-normalised as given",
+            "continuous": "continuous as given (no normalisation; genes by variance)",
+        }[kind],
         len(info.genes),
         adata.n_vars,
     )
     return Xout, info
 
 
-def _normalise_and_select(X, var_names, is_counts: bool, flavor: str, options: dict):
+def _normalise_and_select(X, var_names, kind: str, flavor: str, options: dict):
     """scanpy on the whole matrix (X is this module's own copy, so scanpy may work in place):
-    the CSR over the kept genes and the kept-gene mask (None when every gene is kept)."""
+    the CSR over the kept genes and the kept-gene mask (None when every gene is kept).
+
+    Counts are normalised (normalize_total + log1p); log and continuous data are used as given.
+    Genes detected in fewer than `min_cells` cells go first; then the `n_top_genes` highly
+    variable ones: scanpy's `flavor` on log data, plain variance on continuous data (seurat's
+    dispersions are computed on expm1 of log data, which means nothing for other scales)."""
     import scanpy as sc
 
     tmp = ad.AnnData(X=X, var=pd.DataFrame(index=var_names))
-    if is_counts:
+    if kind == "counts":
         sc.pp.normalize_total(tmp, target_sum=options["target_sum"])
         sc.pp.log1p(tmp)
-    keep = None
-    if tmp.n_vars > options["n_top_genes"]:
-        sc.pp.highly_variable_genes(tmp, n_top_genes=options["n_top_genes"], flavor=flavor)
-        hvg = tmp.var["highly_variable"].to_numpy()
-        keep = with_forced_genes(hvg, tmp.var_names, options["force_genes"])
-        tmp = tmp[:, keep]
-    return sp.csr_matrix(tmp.X, dtype=np.float32), keep
+    forced = options["force_genes"]
+    keep = np.ones(tmp.n_vars, bool)
+    if options.get("min_cells", 0) > 0:
+        detected = np.asarray((sp.csr_matrix(tmp.X) != 0).sum(0)).ravel()
+        keep = with_forced_genes(detected >= options["min_cells"], tmp.var_names, forced)
+        log.info(
+            "--min-cells %d: %d of %d genes are detected in fewer cells and dropped",
+            options["min_cells"],
+            int((~keep).sum()),
+            tmp.n_vars,
+        )
+        if not keep.any():
+            raise InputError(f"--min-cells {options['min_cells']}: no gene is detected that often")
+    if keep.sum() > options["n_top_genes"]:
+        sub = tmp[:, keep].copy()
+        if kind == "continuous":
+            var = np.asarray(sub.X.toarray().var(0) if sp.issparse(sub.X) else sub.X.var(0))
+            hvg = np.zeros(sub.n_vars, bool)
+            hvg[np.argsort(-var, kind="stable")[: options["n_top_genes"]]] = True
+        else:
+            sc.pp.highly_variable_genes(sub, n_top_genes=options["n_top_genes"], flavor=flavor)
+            hvg = sub.var["highly_variable"].to_numpy()
+        full = np.zeros(tmp.n_vars, bool)
+        full[np.flatnonzero(keep)[hvg]] = True
+        keep = with_forced_genes(full, tmp.var_names, forced)
+    if keep.all():
+        return sp.csr_matrix(tmp.X, dtype=np.float32), None
+    return sp.csr_matrix(tmp[:, keep].X, dtype=np.float32), keep
 
 
 def as_csr32(X) -> sp.csr_matrix:
@@ -139,7 +183,7 @@ def transform_new(
     """Apply a trained run's preprocessing to new data, aligned to the run's genes by name.
 
     Returns (CSR matrix over info.genes, list of missing genes filled with zeros). Raises
-    ModelError listing the missing genes when more than `max_missing` of them are absent.
+    InputError listing the missing genes when more than `max_missing` of them are absent.
     """
     import scanpy as sc
 
@@ -147,7 +191,12 @@ def transform_new(
         raise InputError(f"{where}: no layer {counts_layer!r} (have {sorted(adata.layers)})")
     X = as_csr32(adata.layers[counts_layer] if counts_layer else adata.X)
     src = f"{where}: " + (f"layers[{counts_layer}]" if counts_layer else "X")
-    is_counts = check_expression(X, where=src, obs_names=adata.obs_names, var_names=adata.var_names)
+    names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
+    if info.kind == "continuous":  # used as given, like the training data
+        input_kind_of(X, "continuous", where=src, **names)
+        is_counts = False
+    else:
+        is_counts = check_expression(X, where=src, **names)
     if info.is_counts and not is_counts:
         raise InputError(
             f"{src}: the model was trained on raw counts, but these values are not integer counts"
@@ -160,7 +209,7 @@ def transform_new(
     idx = adata.var_names.get_indexer(info.genes)
     missing = [g for g, i in zip(info.genes, idx, strict=True) if i < 0]
     if len(missing) > max_missing * len(info.genes):
-        raise ModelError(
+        raise InputError(
             f"{where}: {len(missing)} of the model's {len(info.genes)} genes are missing from "
             "var_names "
             f"(more than {max_missing:.0%}): {missing[:20]}"

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gimcli.data.combinations import DEFAULT, Combinations
 from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
-from gimcli.data.features import split_components
 
 MEAN_BASELINES = ("control", "perturbed_mean", "additive", "ridge", "nearest")
 # Candidate ridge penalties (features are fingerprints bits or standardised numbers: O(1) scale).
@@ -58,7 +58,13 @@ class TrainReference:
 
     @classmethod
     def build(
-        cls, X: sp.csr_matrix, table: pd.DataFrame, cell_context: np.ndarray, cov_keys: list[str]
+        cls,
+        X: sp.csr_matrix,
+        table: pd.DataFrame,
+        cell_context: np.ndarray,
+        cov_keys: list[str],
+        *,
+        rule: Combinations = DEFAULT,
     ) -> TrainReference:
         """`table`/`cell_context` as gimcli.data.contexts.build_contexts makes them on training
         cells."""
@@ -80,7 +86,7 @@ class TrainReference:
         ctrl_rows = {g: np.concatenate(v) for g, v in ctrl_rows.items()}
         ctx = table.iloc[keep].reset_index(drop=True).copy()
         ctx["group"] = [groups[k] for k in keep]
-        ctx["components"] = [split_components(c) for c in ctx["condition"]]
+        ctx["components"] = [rule.split(c) for c in ctx["condition"]]
         ctx["doses"] = [dose_parts(d) for d in ctx["dose"]]
         return cls(
             X=X,

@@ -26,7 +26,6 @@ from gimcli.data.contexts import (
     dose_parts,
     perturbed_contexts,
 )
-from gimcli.data.features import split_components
 from gimcli.data.io import atomic_path, read_h5ad, write_text
 from gimcli.data.preprocess import transform_new
 from gimcli.errors import InputError, ModelError
@@ -84,12 +83,13 @@ def _gim_predictions(
     *,
     n_cells: int | None,
     seed: int,
+    warn: bool = True,
 ):
     """Per held-out context: the GIM's cells (those `gim predict` writes with the same n_cells
     and seed, to float32 rounding), their mean and the target probabilities."""
     new = {n: f for n, f in feats.items() if n not in run.meta.components}
     req = table[["condition", "dose", *run.cov_keys]].reset_index(drop=True)
-    pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK)
+    pred = predict(run, req, new, n_cells=n_cells, seed=seed, chunk=_PRED_CHUNK, warn=warn)
     X = pred.X.toarray()
     cells = np.split(X, np.cumsum(pred.uns[_keys.UNS]["conditions"]["n_cells"].to_numpy())[:-1])
     means = np.stack([c.astype(np.float64).mean(0) for c in cells]) if cells else np.zeros(0)
@@ -141,7 +141,7 @@ class _Heldout:
             )
         queries = [
             bl.Query(
-                components=split_components(table["condition"].iloc[k]),
+                components=keys.combinations.split(table["condition"].iloc[k]),
                 doses=dose_parts(table["dose"].iloc[k]),
                 group=tuple(str(table[c].iloc[k]) for c in run.cov_keys),
                 covariates=table.iloc[[k]],
@@ -185,8 +185,11 @@ def evaluate(
         dose_key=keys.dose_key,
         covariate_keys=run.cov_keys or None,
         min_cells=1,
+        combinations=keys.combinations,
     )
-    ref = bl.TrainReference.build(Xtr, tr.table, tr.cell_context, run.cov_keys)
+    ref = bl.TrainReference.build(
+        Xtr, tr.table, tr.cell_context, run.cov_keys, rule=keys.combinations
+    )
     sub = np.random.default_rng(seed).choice(Xtr.shape[0], min(Xtr.shape[0], _PCA_CELLS), False)
     space = M.PCASpace(Xtr[np.sort(sub)].toarray(), seed=seed)
     names = {n for q in held.queries for n in q.components}
@@ -203,7 +206,9 @@ def evaluate(
             log.info("refitting the GIM with B = 0 on the training cells (baseline gim_nograph)")
             nograph = fit_nograph(run, train)
         model = run if name == "gim" else nograph
-        m, c, pis[name] = _gim_predictions(model, held.table, feats, n_cells=n_cells, seed=seed)
+        m, c, pis[name] = _gim_predictions(
+            model, held.table, feats, n_cells=n_cells, seed=seed, warn=name == "gim"
+        )
         preds[name] = (m, c)
     baselines = bl.mean_baselines(
         ref,
@@ -443,14 +448,24 @@ def evaluate_split(
     split: dict | None = None,
     device: str = "auto",
     seed: int = 0,
-) -> tuple[EvalResult, GimRun]:
-    """After training on `adata[mask]`: refit the B = 0 ablation on the same cells and score every
-    method on the held-out cells `adata[~mask]`."""
+    drug_features: pd.DataFrame | None = None,
+    baseline_refit: bool = True,
+) -> tuple[EvalResult, GimRun | None]:
+    """After training on `adata[mask]`: refit the B = 0 ablation on the same cells (unless
+    `baseline_refit` is False) and score every method on the held-out cells `adata[~mask]`."""
     mask = np.asarray(mask, bool)
     train, test = adata[mask], adata[~mask]
     # only cells of contexts the model kept (too-small contexts are dropped from training)
     train = train[cell_context_labels(train.obs, run.meta.keys, run.contexts) != ""]
-    nograph = fit_nograph(run, train, device=device)
+    methods = METHODS if baseline_refit else tuple(m for m in METHODS if m != "gim_nograph")
+    nograph = None
+    if baseline_refit:
+        log.info(
+            "refitting the GIM with B = 0 on the %d training cells (baseline gim_nograph; "
+            "--no-baseline-refit skips it)",
+            train.n_obs,
+        )
+        nograph = fit_nograph(run, train, device=device)
     truth = adata.uns.get(_keys.UNS_TRUTH)
     res = evaluate(
         run,
@@ -460,6 +475,8 @@ def evaluate_split(
         truth=truth if isinstance(truth, dict) else None,
         seed=seed,
         split=split,
+        drug_features=drug_features,
+        methods=methods,
     )
     return res, nograph
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from gimcli.data.contexts import canonical_doses, dose_parts
-from gimcli.data.features import COMBO_SEP
+from gimcli.data.combinations import DEFAULT, Combinations
+from gimcli.data.contexts import canonical_conditions, canonical_doses, dose_parts
 from gimcli.errors import InputError
 
 _TRAIN_VALUES = {"train", "training", "true", "1"}
@@ -56,10 +56,13 @@ def train_mask(
     perturbation_key: str = "condition",
     control: str = "control",
     dose_key: str | None = None,
+    combinations: Combinations = DEFAULT,
 ) -> np.ndarray:
     """Boolean mask, True for cells to train on. Raises InputError when a held-out value does not
     occur, when nothing or everything perturbed is held out."""
+    rule = combinations
     pert = _column(obs, perturbation_key, "perturbation").astype(str).str.strip()
+    pert, _ = canonical_conditions(pert, None, rule)
     is_ctrl = (pert == control).to_numpy()
     if holdout.split_key is not None:
         if holdout.conditions or holdout.doses or holdout.combinations or holdout.covariate:
@@ -80,17 +83,18 @@ def train_mask(
 
     held = np.zeros(len(obs), bool)
     if holdout.conditions:
-        missing = sorted(set(holdout.conditions) - set(pert))
+        wanted = rule.canonical_names(holdout.conditions)
+        missing = sorted(set(wanted) - set(pert))
         if missing:
             raise InputError(
                 f"--holdout-conditions: {missing[:10]} not in obs[{perturbation_key!r}]"
             )
-        held |= pert.isin(holdout.conditions).to_numpy()
+        held |= pert.isin(wanted).to_numpy()
     if holdout.doses:
         if dose_key is None:
             raise InputError("--holdout-doses needs --dose-key")
         raw = _column(obs, dose_key, "dose").astype(str).to_numpy()
-        canon = canonical_doses(pert.to_numpy(), raw, control=control, dose_key=dose_key)
+        canon = canonical_doses(pert.to_numpy(), raw, control=control, dose_key=dose_key, rule=rule)
         vals = [dose_parts(d) if d else [] for d in canon]  # controls: no dose
         want = np.asarray(holdout.doses, float)
         hit = np.array([any(np.isclose(x, want).any() for x in v) for v in vals])
@@ -100,19 +104,20 @@ def train_mask(
             )
         held |= hit
     if holdout.combinations:
-        is_combo = pert.str.contains(COMBO_SEP, regex=False).to_numpy()
+        is_combo = np.array([rule.is_combination(p) for p in pert])
         if [c.lower() for c in holdout.combinations] == ["all"]:
             if not is_combo.any():
                 raise InputError("--holdout-combinations all: the screen has no combinations (A+B)")
             held |= is_combo
         else:
-            missing = sorted(set(holdout.combinations) - set(pert[is_combo]))
+            wanted = rule.canonical_names(holdout.combinations)
+            missing = sorted(set(wanted) - set(pert[is_combo]))
             if missing:
                 raise InputError(
                     f"--holdout-combinations: {missing[:10]} are not combinations in "
                     f"obs[{perturbation_key!r}]"
                 )
-            held |= pert.isin(holdout.combinations).to_numpy()
+            held |= pert.isin(wanted).to_numpy()
     if holdout.covariate is not None:
         key, value = holdout.covariate
         cov = _column(obs, key, "covariate").astype(str)

@@ -40,14 +40,15 @@ def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
 
-def build_report(run_dir: str | Path) -> str:
+def build_report(run_dir: str | Path, *, title: str | None = None) -> str:
     """The HTML of RUN/report.html: the run, its diagnostics, learning curve, direct targets,
     strongest edges, held-out metrics (when RUN has them) and parameters."""
     from gimcli.gimrun import GimRun
 
     run_dir = Path(run_dir)
     run = GimRun.load(run_dir)
-    parts = [f"<h1>gim run report: {html.escape(str(run_dir))}</h1>", _run_section(run)]
+    name = html.escape(title or str(run_dir))
+    parts = [f"<h1>gim run report: {name}</h1>", *_warnings_section(run), _run_section(run)]
     diag = pd.DataFrame([run.meta.diagnostics.to_dict()])
     parts.append(
         _section(
@@ -62,7 +63,13 @@ def build_report(run_dir: str | Path) -> str:
         hist = pd.read_csv(metrics_p)
         if len(hist):
             parts.append(
-                _section("Learning curve", _img(plots.learning_curve(hist), "learning curve"))
+                _section(
+                    "Learning curve",
+                    _img(
+                        plots.learning_curve(hist, best_step=run.meta.training.best_step),
+                        "learning curve",
+                    ),
+                )
             )
     parts += _model_sections(run)
     ev_csv = run_dir / _keys.EVAL_CSV
@@ -79,6 +86,21 @@ def build_report(run_dir: str | Path) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>gim report</title>"
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
+
+
+def _warnings_section(run) -> list[str]:
+    """The health warnings of the fit (gimcli.training.health), first and highlighted."""
+    if not run.meta.warnings:
+        return []
+    items = "".join(
+        f"<li><b>{html.escape(w['check'])}</b>: {html.escape(w['message'])}</li>"
+        for w in run.meta.warnings
+    )
+    return [
+        '<div class="warning" style="background:#fff3cd;border:2px solid #d39e00;'
+        'padding:0.5em 1em"><h2>Warnings: this fit may not be believable</h2>'
+        f"<ul>{items}</ul></div>"
+    ]
 
 
 def _run_section(run) -> str:
@@ -182,11 +204,11 @@ def _long_metrics(agg: pd.DataFrame) -> pd.DataFrame | None:
     return None
 
 
-def write_report(run_dir: str | Path) -> Path | None:
+def write_report(run_dir: str | Path, *, title: str | None = None) -> Path | None:
     """Write RUN/report.html; a failure is logged as a warning and never fails the run."""
     out = Path(run_dir) / _keys.REPORT
     try:
-        write_text(build_report(run_dir), out)
+        write_text(build_report(run_dir, title=title), out)
     except Exception as e:  # the report is a convenience: never lose a trained model over it
         log.warning("could not write %s: %s: %s", out, type(e).__name__, e)
         return None

@@ -24,8 +24,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def learning_curve(history: pd.DataFrame) -> bytes:
-    """Training and validation objective (NLL per cell) against step, phases shaded."""
+def learning_curve(history: pd.DataFrame, *, best_step: int | None = None) -> bytes:
+    """Training and validation objective (NLL per cell) against step, phases shaded, the best
+    step (the model kept) marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     ax.plot(history["step"], history["train_nll"], label="train (batch)", lw=1)
@@ -34,6 +35,8 @@ def learning_curve(history: pd.DataFrame) -> bytes:
     relaxed = history.loc[history["phase"] == "relaxed", "step"]
     if len(relaxed):
         ax.axvspan(relaxed.min(), relaxed.max(), color="0.9", label="relaxed-Bernoulli phase")
+    if best_step is not None:
+        ax.axvline(best_step, color="tab:green", ls="--", lw=1, label=f"best step {best_step}")
     ax.set_xlabel("step")
     ax.set_ylabel("negative log-likelihood per cell")
     lo, hi = np.nanpercentile(history[["train_nll", "val_nll"]].to_numpy(float), [0, 90])

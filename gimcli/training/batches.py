@@ -40,6 +40,30 @@ def context_positions(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return rep, first, np.arange(len(rep)) - first[rep]
 
 
+def split_cells(cell_context: np.ndarray, n_contexts: int, val_fraction: float, seed: int):
+    """The training/validation split of cells by context: (cells, first index per context, number
+    of validation cells per context, cells per context); the first n_val cells of each context's
+    block are its validation cells. Deterministic in (cell_context, val_fraction, seed)."""
+    rng = np.random.default_rng(seed)
+    keep = np.flatnonzero(cell_context >= 0)
+    # Shuffle, then stable-sort by context: cells of a context are contiguous, in random order.
+    keep = keep[rng.permutation(len(keep))]
+    keep = keep[np.argsort(cell_context[keep], kind="stable")]
+    counts = np.bincount(cell_context[keep], minlength=n_contexts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n_val = np.where(counts >= 10, np.floor(counts * val_fraction).astype(np.int64), 0)
+    return keep, starts, n_val, counts
+
+
+def validation_cells(cell_context: np.ndarray, n_contexts: int, val_fraction: float, seed: int):
+    """Bool per cell: whether training held it out as a validation cell (early stopping)."""
+    keep, starts, n_val, _ = split_cells(cell_context, n_contexts, val_fraction, seed)
+    out = np.zeros(len(cell_context), bool)
+    for s, n in zip(starts, n_val, strict=True):
+        out[keep[s : s + n]] = True
+    return out
+
+
 class TrainData:
     """Contexts with their cells, split into training and validation cells per context."""
 
@@ -63,14 +87,7 @@ class TrainData:
         self.mean = torch.from_numpy(mean).to(device)
         self.sd = torch.from_numpy(sd).to(device)
         self.cell_group = cell_group
-        rng = np.random.default_rng(seed)
-        keep = np.flatnonzero(cell_context >= 0)
-        # Shuffle, then stable-sort by context: cells of a context are contiguous, in random order.
-        keep = keep[rng.permutation(len(keep))]
-        keep = keep[np.argsort(cell_context[keep], kind="stable")]
-        counts = np.bincount(cell_context[keep], minlength=self.K)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        n_val = np.where(counts >= 10, np.floor(counts * val_fraction).astype(np.int64), 0)
+        keep, starts, n_val, counts = split_cells(cell_context, self.K, val_fraction, seed)
         self.split = {
             "val": (keep, starts, n_val),
             "train": (keep, starts + n_val, counts - n_val),

@@ -19,7 +19,7 @@ import torch
 
 from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.contexts import Contexts, build_contexts, dose_transform
-from gimcli.data.features import FeatureSpec, split_components, training_features
+from gimcli.data.features import FeatureSpec, perturbed_genes, training_features
 from gimcli.data.preprocess import PreprocessInfo, preprocess
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
@@ -99,9 +99,8 @@ def fit_run(
     data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
     # held-out knock-outs' genes stay modelled, so that they can be predicted (GimRun, unseen rule)
     held = None if train_mask is None else adata.obs[keys.perturbation_key][~np.asarray(train_mask)]
-    prep = prepare(
-        data, keys, drug_features=drug_features, config=cfg, also_perturbed=_components_of(held)
-    )
+    also = _components_of(held, keys)
+    prep = prepare(data, keys, drug_features=drug_features, config=cfg, also_perturbed=also)
     tdata = TrainData(
         prep.X,
         prep.contexts.cell_context,
@@ -217,10 +216,11 @@ class Prepared:
         )
 
 
-def _components_of(perturbations: pd.Series | None) -> list[str]:
+def _components_of(perturbations: pd.Series | None, keys: DataKeys) -> list[str]:
     if perturbations is None:
         return []
-    names = {c for p in perturbations.astype(str).unique() for c in split_components(p)}
+    rule = keys.combinations
+    names = {c for p in perturbations.astype(str).unique() for c in rule.split(p)}
     return sorted(names)
 
 
@@ -243,6 +243,7 @@ def prepare(
         dose_key=keys.dose_key,
         covariate_keys=list(keys.covariate_keys) or None,
         min_cells=cfg.min_cells_per_context,
+        combinations=keys.combinations,
     )
     if (~ctx.table["is_control"]).sum() == 0:
         raise InputError(
@@ -252,19 +253,25 @@ def prepare(
         data.obs, ctx.comp_names, keys=keys, drug_features=drug_features, config=cfg
     )
     identity = spec.kind == "identity"
+    target_gene = (
+        perturbed_genes(ctx.comp_names, data.var_names, obs=data.obs, keys=keys) if identity else {}
+    )
+    held_genes = perturbed_genes(also_perturbed or [], data.var_names) if identity else {}
     X, pinfo = preprocess(
         data,
         counts_layer=keys.counts_layer,
         n_top_genes=cfg.n_top_genes,
         hvg_flavor=cfg.hvg_flavor,
         target_sum=cfg.target_sum,
-        # a perturbed gene is a likely target
-        force_genes=sorted({*ctx.comp_names, *(also_perturbed or [])} - {keys.control})
-        if identity
-        else None,
+        # likely targets; held-out knock-outs' genes too (name or guide stem), to be predicted
+        force_genes=sorted({*target_gene.values(), *held_genes.values()}) if identity else None,
+        input_kind=keys.input_kind,
+        min_cells=keys.min_cells,
     )
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
-    comp_gene = np.array([gene_of.get(c, -1) if identity else -1 for c in ctx.comp_names], np.int64)
+    comp_gene = np.array(
+        [gene_of.get(target_gene.get(c, ""), -1) for c in ctx.comp_names], np.int64
+    )
     cell_ctx = ctx.cell_context
     cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
     is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]

@@ -22,6 +22,7 @@ from gimcli.data.contexts import cell_context_labels, context_labels
 from gimcli.data.io import atomic_path, write_h5ad
 from gimcli.gimrun import GimRun
 from gimcli.provenance import versions
+from gimcli.training.batches import validation_cells
 from gimcli.training.loop import History
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
     if train_mask is not None:
         cell_labels[~np.asarray(train_mask, bool)] = ""
     out.obs[_keys.OBS_CONTEXT] = pd.Categorical(cell_labels)
+    out.obs[OBS_SPLIT] = pd.Categorical(
+        cell_split(cell_labels, labels, train_mask, meta.config), categories=SPLIT_VALUES
+    )
     post = np.full((out.n_vars, len(labels)), np.nan, np.float32)
     gi = out.var_names.get_indexer(run.genes)
     if run.posterior is not None:
@@ -64,8 +68,36 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
         "versions": versions(),
         "input": meta.input_dict(),
         "diagnostics": meta.diagnostics.to_dict(),
+        "holdout": {k: _uns_value(v) for k, v in meta.holdout.items()},
     }
     return out
+
+
+# obs column of annotated.h5ad: what training did with each cell
+OBS_SPLIT = "gim_split"
+SPLIT_VALUES = ["train", "validation", "heldout", "unused"]
+
+
+def cell_split(cell_labels, context_labels_, train_mask, config) -> np.ndarray:
+    """Per cell: train, validation (held out of the gradient for early stopping), heldout (the
+    --holdout-*/--split-key cells that are scored) or unused (in no kept context)."""
+    index = {lab: i for i, lab in enumerate(context_labels_)}
+    rows = np.flatnonzero(np.ones(len(cell_labels), bool) if train_mask is None else train_mask)
+    ctx = np.array([index.get(lab, -1) for lab in np.asarray(cell_labels)[rows]], np.int64)
+    val = validation_cells(ctx, len(context_labels_), config.val_fraction, config.seed)
+    out = np.full(len(cell_labels), "unused", dtype=object)
+    out[rows[ctx >= 0]] = "train"
+    out[rows[val]] = "validation"
+    if train_mask is not None:
+        out[~np.asarray(train_mask, bool)] = "heldout"
+    return out
+
+
+def _uns_value(v):
+    """A holdout setting as h5ad uns can store it (lists as comma strings, None as '')."""
+    if v is None:
+        return ""
+    return ",".join(str(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def write_annotated_backed(

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from gimcli.errors import ModelError
+from gimcli.errors import InputError
 from tests.tiny import TRAIN_ARGS, tiny_screen, write_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -320,7 +320,7 @@ def test_new_data_aligned_by_gene_name_missing_genes_named():
     assert missing == ["G0", "G1"] and not Xg.toarray()[:, :2].any()
     np.testing.assert_array_equal(Xg.toarray()[:, 2:], X[:, 2:])
     with pytest.raises(
-        ModelError, match=r"test.h5ad: 3 of the model's 20 genes are missing.*'G0', 'G1', 'G2'"
+        InputError, match=r"test.h5ad: 3 of the model's 20 genes are missing.*'G0', 'G1', 'G2'"
     ):
         transform_new(a[:, 3:].copy(), info, where="test.h5ad")
     counts = ad.AnnData(np.round(X * 50), var=a.var.copy())

@@ -152,8 +152,9 @@ def test_predict_new_drugs_and_combination(trained, gim, tmp_path):
 def test_explain_targets_and_graph(trained, gim, tmp_path):
     run, _ = trained
     rc, out, err = gim(
-        "explain", run, "--top-targets", "3", "--n-downstream", "2", "--format", "csv"
-    )
+        "explain", run, "--top-targets", "3", "--n-downstream", "2", "--format", "csv",
+        "--min-prob", "0",
+    )  # fmt: skip
     assert rc == 0, err
     df = pd.read_csv(pd.io.common.StringIO(out))
     assert list(df.columns[:3]) == ["condition", "dose", "cell_line"]

@@ -25,7 +25,7 @@ def _obs() -> pd.DataFrame:
         {
             "condition": ["control", "Aspirin", "Aspirin", "Caffeine", "Aspirin+Caffeine"],
             "smiles": ["", SMILES["Aspirin"], SMILES["Aspirin"], SMILES["Caffeine"], ""],
-            "f0": [np.nan, 1.0, 3.0, 5.0, np.nan],
+            "f0": [np.nan, 2.0, 2.0, 5.0, np.nan],
             "f1": [np.nan, 0.0, 0.0, 1.0, np.nan],
         }
     )
@@ -57,11 +57,17 @@ def test_numeric_features_are_standardised_per_component_mean():
         config=TrainConfig(),
     )
     assert spec.kind == "numeric" and spec.columns == ["f0", "f1"]
-    raw = np.array([[2.0, 0.0], [5.0, 1.0]])  # Aspirin: mean of its two cells
+    raw = np.array([[2.0, 0.0], [5.0, 1.0]])  # one value per perturbation
     np.testing.assert_allclose(F, (raw - raw.mean(0)) / raw.std(0), rtol=1e-6)
     table = pd.DataFrame({"name": ["New"], "f0": [2.0], "f1": [0.0]})
     new = spec.featurize(component_descriptors(spec, ["New"], table=table))
     np.testing.assert_allclose(new["New"], F[0], rtol=1e-6)
+    varying = _obs().assign(f0=[np.nan, 1.0, 3.0, 5.0, np.nan])  # was averaged silently
+    with pytest.raises(InputError, match="feature column 'f0' differs between cells of 'Aspirin'"):
+        training_features(
+            varying, ["Aspirin", "Caffeine"], keys=DataKeys(feature_keys=["f0", "f1"]),
+            drug_features=None, config=TrainConfig(),
+        )  # fmt: skip
 
 
 def test_identity_features_and_refusals():
