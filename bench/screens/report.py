@@ -66,7 +66,8 @@ def summarise(results: list[dict]) -> dict:
         s["seeds"].append(r["seed"])
         s["info"][r["seed"]] = r["info"]
         s["time_s"][r["seed"]] = r["time_s"]
-        s["refused"][r["seed"]] = r.get("refusal") if r.get("refused") else None
+        if r.get("refused"):
+            s["refused"][r["seed"]] = {"conditions": r["refused"], "message": r.get("refusal")}
         s["per"] += [{**x, "seed": r["seed"]} for x in r.get("per_context", [])]
         s["targets"] += [{**x, "seed": r["seed"]} for x in r.get("targets", [])]
         if "targets_pooled" in r:
@@ -148,9 +149,12 @@ def markdown(summary: dict, meta: dict, titles: dict) -> tuple[str, str]:
             + ".",
             "",
         ]
-        refused = {k: v for k, v in s["refused"].items() if v}
-        if refused:
-            body += [f"GIM refused: {next(iter(refused.values()))}", ""]
+        for seed, v in s["refused"].items():
+            body += [
+                f'GIM refused (seed {seed}) {v["conditions"]}: "{v["message"]}"; its rows are '
+                "empty there and its means and paired differences run over the rest.",
+                "",
+            ]
         for kind, t in s["tasks"].items():
             body += [
                 f"**{kind}** ({t['n_units']} units over seeds, {t['n_contexts']} contexts; "

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Training steps per size: modest, so that the suite fits its ~12 min in make bench.
-STEPS = {"quick": 150, "bench": 800, "full": 1500}
+STEPS = {"quick": 150, "bench": 1000, "full": 1500}
 SEEDS = {"quick": (0,), "bench": (0, 1), "full": (0, 1, 2, 3, 4)}
 N_TOP_GENES = {"l1000": 150}  # the most variable landmark genes (gim's own HVG selection)
 
@@ -36,7 +36,7 @@ def sizes(size: str) -> dict[str, dict]:
     """Screen name -> generator arguments at this size."""
     drug = {
         "quick": dict(n_train=24, n_held=6, doses=(10.0, 1000.0, 100000.0), held_dose=1000.0),
-        "bench": dict(n_train=100, n_held=25),
+        "bench": dict(n_train=120, n_held=30, n_cells=50),
         "full": dict(n_train=200, n_held=40, n_genes=60, n_cells=60, n_control=500),
     }[size]
     small = dict(n_genes=15, n_candidates=5, n_cells=20, n_control=150) if size == "quick" else {}
@@ -45,7 +45,7 @@ def sizes(size: str) -> dict[str, dict]:
         fp.update(n_train=150, n_held=30) if size == "bench" else fp.update(n_train=147)
     ko = {
         "quick": dict(n_genes=15, n_ko=8, n_pairs=10, n_held_pairs=4, n_held_ko=2, n_cells=30),
-        "bench": {},
+        "bench": dict(n_ko=24, n_pairs=50, n_held_pairs=15, n_held_ko=4),
         "full": dict(n_genes=60, n_ko=25, n_pairs=60, n_held_pairs=20, n_held_ko=5),
     }[size]
     return {
@@ -89,37 +89,28 @@ def build(name: str, seed: int, size: str):
     return g.drug_screen(name=name, seed=seed, **kw)
 
 
-def config(name: str, seed: int, size: str, steps: int | None = None):
-    from gimcli.config import TrainConfig
-
-    # bulk screens: one sample is a context (the default 3 would drop every L1000 context)
-    return TrainConfig(
-        steps=steps or STEPS[size],
+def config(name: str, seed: int, base):
+    """The job's TrainConfig: `base` (the library defaults but for the steps) with the job's
+    seed, the screen's gene count and one cell per context allowed (bulk screens: one sample is a
+    context; the default 3 would drop every L1000 context)."""
+    return base.replace(
         seed=seed,
-        n_top_genes=N_TOP_GENES.get(name, TrainConfig().n_top_genes),
+        n_top_genes=N_TOP_GENES.get(name, base.n_top_genes),
         min_cells_per_context=1,
     )
 
 
-def run_job(job: tuple[str, int, str, int | None]) -> dict:
-    """One screen at one seed: build, train, score. Runs in a worker process."""
-    name, seed, size, steps = job
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import logging
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    logging.getLogger("gimcli").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+def run_job(job: tuple) -> dict:
+    """One screen at one seed (name, seed, size, base TrainConfig): build, train, score. Runs in
+    a worker process."""
+    name, seed, size, base = job
     from bench.screens.score import Scorer, ko_ranks
     from gimcli.config import DataKeys
     from gimcli.training.fitting import fit_run
 
     t0 = time.perf_counter()
     screen = build(name, seed, size)
-    cfg = config(name, seed, size, steps)
+    cfg = config(name, seed, base)
     t1 = time.perf_counter()
     run, _ = fit_run(
         screen.adata,
@@ -153,15 +144,30 @@ def run_job(job: tuple[str, int, str, int | None]) -> dict:
     return out
 
 
-def run_jobs(jobs: list, n_jobs: int) -> list[dict]:
+def worker_setup() -> None:
+    """One thread per job (the jobs share the cores), and only errors printed."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    import logging
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.getLogger("gimcli").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def run_jobs(jobs: list, n_jobs: int) -> list[dict]:
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned workers
     jobs = sorted(jobs, key=lambda j: -COST.get(j[0], 1))
     if n_jobs <= 1:
+        worker_setup()
         return [run_job(j) for j in jobs]
     import multiprocessing as mp
 
     results = []
-    with mp.get_context("spawn").Pool(n_jobs, maxtasksperchild=1) as pool:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(n_jobs, initializer=worker_setup, maxtasksperchild=1) as pool:
         for r in pool.imap_unordered(run_job, jobs):
             print(
                 f"  {r['screen']} seed {r['seed']}: {r['time_s']['total']:.0f} s",
@@ -198,18 +204,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def suite(*, size="bench", only=SCREENS, seeds=None, steps=None, jobs=1, out=None) -> dict:
+def suite(
+    *, size="bench", only=SCREENS, seeds=None, steps=None, jobs=1, out=None, base=None
+) -> dict:
     """Run the screens, write OUT (.md and .json); returns the JSON-able results (and the
-    headline markdown under "headline")."""
+    headline markdown under "headline"). `base`: the TrainConfig of every job (default: the
+    library's, with the size's steps or `steps`)."""
     from bench.screens import real
     from bench.screens.report import markdown, summarise
+    from gimcli.config import TrainConfig
 
     bad = sorted(set(only) - set(SCREENS))
     if bad:
         raise SystemExit(f"--only {bad}: choose from {list(SCREENS)}")
     have = real.available()
     skipped = [n for n in only if not have.get(n.split("-")[0], True)]
-    todo = [(n, s, size, steps) for n in only if n not in skipped for s in (seeds or SEEDS[size])]
+    base = base or TrainConfig(steps=steps or STEPS[size])
+    todo = [(n, s, size, base) for n in only if n not in skipped for s in (seeds or SEEDS[size])]
     t0 = time.perf_counter()
     results = run_jobs(todo, jobs)
     wall = time.perf_counter() - t0
@@ -220,7 +231,8 @@ def suite(*, size="bench", only=SCREENS, seeds=None, steps=None, jobs=1, out=Non
         "wall_s": wall,
         "skipped": skipped,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread per job",
-        "steps": steps or STEPS[size],
+        "steps": base.steps,
+        "train_config": base.to_dict(),
     }
     md, headline = markdown(summary, meta, TITLES)
     if out:
