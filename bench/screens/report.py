@@ -121,6 +121,13 @@ def _ms(d: dict | None, empty: str = "–") -> str:
     return fmt(d["mean"]) + (f" ± {d['se']:.3f}" if d.get("se") is not None else "")
 
 
+def _info(info: dict) -> str:
+    """The screen's description; per seed where the seeds' differ (e.g. the folds)."""
+    if len(set(info.values())) == 1:
+        return next(iter(info.values()))
+    return "; ".join(f"seed {k}: {v}" for k, v in info.items())
+
+
 def _cmp(c: dict) -> str:
     if not c.get("best") or c.get("diff") is None:
         return c.get("verdict", "–")
@@ -140,7 +147,7 @@ def markdown(summary: dict, meta: dict, titles: dict) -> tuple[str, str]:
         body += [
             f"## {titles.get(name, name)}",
             "",
-            f"`{name}`, seeds {s['seeds']}; {s['info'][s['seeds'][0]]}. gim: {s['n_genes']} "
+            f"`{name}`, seeds {s['seeds']}; {_info(s['info'])}. gim: {s['n_genes']} "
             f"genes, {s['steps']} training steps. Wall time per seed (data / train / score): "
             + "; ".join(
                 f"seed {k}: {v['data']:.0f} / {v['train']:.0f} / {v['score']:.0f} s"
