@@ -43,7 +43,7 @@ def run(cfg: TrainConfig) -> dict:
         if r["condition"] not in MEASURED_KO or r["condition"] not in genes:
             continue
         j = genes.index(r["condition"])
-        post = run_.posterior[k]
+        post, score = run_.posterior[k], run_.target_score[k]
         # marginal comparator: |mean shift| / control sd in the same stimulation state
         grp = (adata.obs["perturbation_2"].astype(str) == r["perturbation_2"]).to_numpy()
         cells = grp & (adata.obs["gene"] == r["condition"]).to_numpy()
@@ -62,7 +62,7 @@ def run(cfg: TrainConfig) -> dict:
                 "detected_ctrl": float((Xc[:, j] > 0).mean()),
                 "detected_ko": float((X[cells][:, j].toarray() > 0).mean()),
                 "gim_prob": float(post[j]),
-                "gim_rank": int((post > post[j]).sum() + 1),
+                "gim_rank": int((score > score[j]).sum() + 1),
                 "shift_rank": int((shift > shift[j]).sum() + 1),
                 "n_genes": len(genes),
                 "n_gim_targets_p>0.5": int((post > 0.5).sum()),

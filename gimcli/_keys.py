@@ -11,6 +11,7 @@ OBS_SOURCE = "gim_source"  # predicted | training_control (cells of a prediction
 VAR_INPUT_INDEX = "gim_input_index"  # column of a predicted gene in the training input
 VAR_MODELED = "gim_modeled"
 VARM_POSTERIOR = "gim_target_prob"
+VARM_LOG_ODDS = "gim_target_logodds"
 
 # Files of a run directory
 MODEL_WEIGHTS = "model.pt"

@@ -400,7 +400,8 @@ def explain(
     run
         A `GimRun` or a run directory.
     top_targets, n_downstream
-        Direct targets (by probability) and strongest downstream genes listed per condition.
+        Direct targets (by posterior log-odds, which do not saturate where probabilities reach
+        1.0) and strongest downstream genes listed per condition.
     conditions
         Conditions to explain (default: every training condition); ones not trained on (e.g. a
         new combination) are explained from the network's prior.
@@ -416,8 +417,8 @@ def explain(
     Returns
     -------
     DataFrame
-        One row per condition and gene (condition, dose, covariates, kind, gene, prob, shift,
-        effect, rank), or per edge with `graph`.
+        One row per condition and gene (condition, dose, covariates, kind, gene, prob, log_odds,
+        shift, effect, rank), or per edge with `graph`.
     """
     from gimcli.explanation import graph_table, target_table, training_requests
 
@@ -439,7 +440,7 @@ def explain(
         req = training_requests(model, conds, cov)
         unseen = [c for c in conds or [] if c not in set(req["condition"])]
         if unseen:  # not trained on (e.g. a new combination): explain from the network's prior
-            extra, _ = _requests(
+            extra, new = _requests(
                 model, features=None, conditions=unseen, doses=doses, covariate=cov
             )
             req = pd.concat([req, extra], ignore_index=True)

@@ -17,9 +17,10 @@ def intervention_summary(
     new_feats: dict | None = None,
     *,
     use_posterior: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per request: target probability (K,d), signed direct shift on targets (K,d), and total
-    effect A^{-1} E[u] (K,d), all in standardised units (pooled within-context sd).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per request: target probability (K,d), its log-odds (K,d; the ranking score, which does
+    not saturate), signed direct shift on targets (K,d), and total effect A^{-1} E[u] (K,d), the
+    last two in standardised units (pooled within-context sd).
 
     Measured contexts (and components measured alone) use the exact posterior given their cells;
     the rest the network's prior pi(features) (GimRun.interventions). E[u] includes the small
@@ -30,7 +31,7 @@ def intervention_summary(
         prob, 1e-6
     )  # the shift a gene gets when it is a target
     total = run.module.sem.propagate(torch.from_numpy(iv.direct().astype(np.float32))).numpy()
-    return prob, shift, total
+    return prob, iv.log_odds_any, shift, total
 
 
 def target_table(
@@ -41,15 +42,16 @@ def target_table(
     top: int = 20,
     n_downstream: int = 5,
 ) -> pd.DataFrame:
-    """Long table: per request its `top` direct targets (by probability) and its `n_downstream`
-    strongest downstream genes (largest |total - direct| effect among non-targets)."""
-    prob, shift, total = intervention_summary(run, requests, new_feats)
+    """Long table: per request its `top` direct targets (by posterior log-odds: probabilities of
+    1.0 tie, their log-odds do not) and its `n_downstream` strongest downstream genes (largest
+    |total - direct| effect among non-targets)."""
+    prob, log_odds, shift, total = intervention_summary(run, requests, new_feats)
     genes = np.asarray(run.genes)
     keys = ["condition", "dose", *run.cov_keys]
     rows = []
     for k, r in enumerate(requests[keys].itertuples(index=False)):
         base = dict(zip(keys, r, strict=True))
-        order = np.argsort(-prob[k], kind="stable")[:top]
+        order = np.argsort(-log_odds[k], kind="stable")[:top]
         for rank, j in enumerate(order, 1):
             rows.append(
                 {
@@ -57,6 +59,7 @@ def target_table(
                     "kind": "target",
                     "gene": genes[j],
                     "prob": float(prob[k, j]),
+                    "log_odds": float(log_odds[k, j]),
                     "shift": float(shift[k, j]),
                     "effect": float(total[k, j]),
                     "rank": rank,
@@ -71,12 +74,13 @@ def target_table(
                     "kind": "downstream",
                     "gene": genes[j],
                     "prob": float(prob[k, j]),
+                    "log_odds": float(log_odds[k, j]),
                     "shift": float(shift[k, j]),
                     "effect": float(total[k, j]),
                     "rank": rank,
                 }
             )
-    cols = [*keys, "kind", "gene", "prob", "shift", "effect", "rank"]
+    cols = [*keys, "kind", "gene", "prob", "log_odds", "shift", "effect", "rank"]
     return pd.DataFrame(rows, columns=cols)
 
 

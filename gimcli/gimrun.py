@@ -45,6 +45,7 @@ class GimRun:
         None  # (K, d) posterior mean shift u of a gene if targeted (standardised)
     )
     posterior_spike: np.ndarray | None = None  # (K, d) ... if not targeted
+    posterior_logodds: np.ndarray | None = None  # (K, d) posterior log-odds of being a target
     ref_cells: np.ndarray | None = (
         None  # (n, d) log-normalised control cells (counterfactual predictions)
     )
@@ -80,6 +81,12 @@ class GimRun:
         return self.meta.covariates.table
 
     @property
+    def target_score(self) -> np.ndarray | None:
+        """(K, d) the score to rank a training context's direct targets by: the posterior log-odds
+        (the probability itself saturates at 1.0 and ties), or the probability for older runs."""
+        return self.posterior_logodds if self.posterior_logodds is not None else self.posterior
+
+    @property
     def contexts(self) -> pd.DataFrame:
         return pd.DataFrame(self.meta.contexts)
 
@@ -96,11 +103,6 @@ class GimRun:
         out = {n: self.comp_feats[i] for i, n in enumerate(self.meta.components) if n in names}
         new = [n for n in names if n not in out]
         if new:
-            if self.spec.kind == "identity":
-                raise ModelError(
-                    "identity features cannot describe perturbations not seen in training: "
-                    f"{new[:10]}"
-                )
             raw = component_descriptors(self.spec, new, obs=obs, keys=self.meta.keys, table=table)
             out.update(self.spec.featurize(raw))
         return out
@@ -180,9 +182,12 @@ class GimRun:
         doses = [dose_parts(d) for d in requests["dose"]]
         cb = self.context_batch(comps, doses, requests, new_features)
         logits, shifts = self.module.interventions(cb)
-        prob = (torch.sigmoid(logits) * cb.comp_mask.unsqueeze(-1)).numpy().copy()
+        mask = cb.comp_mask.unsqueeze(-1)
+        prob = (torch.sigmoid(logits) * mask).numpy().copy()
+        log_odds = torch.where(mask, logits, torch.full_like(logits, _NO_COMPONENT)).numpy().copy()
         shift = shifts.numpy().copy()
         spike = np.zeros_like(shift)
+        measured = np.zeros(prob.shape[:2], bool)
         if use_posterior and self.posterior is not None and self.posterior_shift is not None:
             whole, single = self._posterior_index
             cov_rows = self._cov_tuples(requests)
@@ -191,18 +196,270 @@ class GimRun:
                 if (
                     i is not None and len(cl) > 1
                 ):  # a measured combination: its own posterior on component 0
-                    prob[k], shift[k] = 0.0, 0.0
-                    prob[k, 0], shift[k, 0], spike[k, 0] = self._posterior_of(i)
+                    prob[k], shift[k], log_odds[k] = 0.0, 0.0, _NO_COMPONENT
+                    prob[k, 0], shift[k, 0], spike[k, 0], log_odds[k, 0] = self._posterior_of(i)
+                    measured[k] = True
                     continue
                 for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
                     i = single.get((name, round(dz, 9), covs))
                     if i is not None:
-                        prob[k, c], shift[k, c], spike[k, c] = self._posterior_of(i)
-        return Interventions(prob=prob, shift=shift, spike=spike)
+                        prob[k, c], shift[k, c], spike[k, c], log_odds[k, c] = self._posterior_of(i)
+                        measured[k, c] = True
+            self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
+        if self.spec.kind == "identity":
+            self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
+        elif use_posterior:
+            self._shared_response(comps, doses, requests, spike)
+            self._neighbour_residual(comps, doses, requests, new_features or {}, shift, spike)
+        return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
 
-    def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _dose_residual(self, comps, doses, cov_rows, measured, shift, spike) -> None:
+        """A training component at a dose it was not measured at (in place): the network's prior
+        plus w times the residual (posterior minus prior direct shift) of its measured doses,
+        interpolated linearly in transformed dose (held constant past the ends). w in [0, 1] is
+        fitted by leave-one-dose-out over the interior doses of training components
+        (`_dose_residuals`): the residual carries what the drug's own cells said that the
+        network's smooth dose response did not."""
+        table, w = self._dose_residuals
+        if w <= 0:
+            return
+        for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                entry = table.get((name, covs))
+                if measured[k, c] or entry is None:
+                    continue
+                t, R = entry
+                t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
+                delta = w * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
+                shift[k, c] += delta  # on and off target alike: E[u] moves by delta
+                spike[k, c] += delta
+
+    def _neighbour_residual(self, comps, doses, requests, new_features, shift, spike) -> None:
+        """A new drug (in place): plus w times the similarity-weighted mean dose residual of its
+        `_N_NEIGHBOURS` most similar training drugs in its covariate group, at its dose. The
+        network's prior is smooth in the features and shrunk by weight decay; the neighbours'
+        residuals carry what their cells said beyond it. w in [0, 1] is fitted leave-one-drug-out
+        over the training drugs (`_neighbour_weight`); w = 0 turns it off."""
+        table, _ = self._dose_residuals
+        w = self._neighbour_weight
+        if w <= 0:
+            return
+        known = set(self.meta.components)
+        cov_rows = self._cov_tuples(requests)
+        for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                if name in known or name not in new_features:
+                    continue
+                t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
+                delta = self._neighbour_mean(new_features[name], t0, covs, table, exclude=None)
+                if delta is not None:
+                    shift[k, c] += w * delta
+                    spike[k, c] += w * delta
+
+    def _neighbour_mean(self, feat, t0, covs, table, *, exclude):
+        """Similarity-weighted mean residual at transformed dose t0 of the most similar training
+        components measured in group `covs` (None if there are none with similarity > 0)."""
+        names = [n for n in self._feature_of if (n, covs) in table and n != exclude]
+        if not names:
+            return None
+        F = np.stack([self._feature_of[n] for n in names])
+        sim = self.spec.similarity(np.asarray(feat, np.float32)[None], F)[0]
+        top = np.argsort(-sim, kind="stable")[:_N_NEIGHBOURS]
+        top = top[sim[top] > 0]
+        if not len(top):
+            return None
+        out = 0.0
+        for i in top:
+            t, R = table[(names[i], covs)]
+            out = out + sim[i] * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
+        return out / sim[top].sum()
+
+    @cached_property
+    def _feature_of(self) -> dict[str, np.ndarray]:
+        return {n: self.comp_feats[i] for i, n in enumerate(self.meta.components)}
+
+    @cached_property
+    def _neighbour_weight(self) -> float:
+        """Least-squares weight in [0, 1] of the neighbours' residual, each training drug's
+        residual at each of its doses predicted from the other drugs'."""
+        table, _ = self._dose_residuals
+        num = den = 0.0
+        for (name, covs), (t, R) in table.items():
+            for i in range(len(t)):
+                P = self._neighbour_mean(
+                    self._feature_of[name], float(t[i]), covs, table, exclude=name
+                )
+                if P is not None:
+                    num, den = num + float(P @ R[i]), den + float(P @ P)
+        return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+
+    @cached_property
+    def _dose_residuals(self) -> tuple[dict, float]:
+        """Per (component, covariates) measured alone: its transformed doses (sorted) and
+        residuals (n, d); and the weight w of the interpolated residual."""
+        tc = self.contexts
+        ctrl = tc["is_control"].astype(bool).to_numpy()
+        rows = [
+            i
+            for i, cond in enumerate(tc["condition"])
+            if not ctrl[i] and len(split_components(str(cond))) == 1
+        ]
+        if not rows or self.posterior is None or self.posterior_shift is None:
+            return {}, 0.0
+        sub = tc.iloc[rows].reset_index(drop=True)
+        cb = self.context_batch(
+            [[str(c)] for c in sub["condition"]], [dose_parts(d) for d in sub["dose"]], sub
+        )
+        with torch.no_grad():
+            logits, shifts = self.module.interventions(cb)
+        prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
+        spike = self.posterior_spike[rows] if self.posterior_spike is not None else 0.0
+        post = self.posterior[rows]
+        resid = post * self.posterior_shift[rows] + (1 - post) * spike - prior
+        t = cb.dose_t[:, 0].numpy()
+        groups: dict = {}
+        for i, key in enumerate(
+            zip(sub["condition"].astype(str), self._cov_tuples(sub), strict=True)
+        ):
+            groups.setdefault(key, []).append(i)
+        table, num, den = {}, 0.0, 0.0
+        for key, idx in groups.items():
+            idx = sorted(idx, key=lambda i: t[i])
+            tt, R = t[idx], resid[idx]
+            table[key] = (tt, R)
+            for m in range(1, len(idx) - 1):  # interior doses, each from its neighbours
+                rest = [q for q in range(len(idx)) if q != m]
+                P = np.array([np.interp(tt[m], tt[rest], R[rest, j]) for j in range(R.shape[1])])
+                num, den = num + float(P @ R[m]), den + float(P @ P)
+        w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+        return table, w
+
+    def _unseen_knockouts(self, comps, requests, cb, prob, shift, spike, log_odds) -> None:
+        """Identity features know nothing of a perturbation not seen in training, so the network's
+        output for it is a guess. Instead (in place): every gene gets the covariate group's mean
+        direct shift over training perturbations (the response they share) as a non-target shift;
+        its own gene, when measured, is a target with the median direct shift that training
+        knock-outs gave their own gene, and the cascade of that shift through B is kept with the
+        weight w that predicted the training knock-outs best, each from the others
+        (`_unseen_profile`): total = A^-1 rest + own e_j + w (A^-1 - I) own e_j."""
+        known = set(self.meta.components)
+        unseen = [(k, c) for k, cl in enumerate(comps) for c, n in enumerate(cl) if n not in known]
+        if not unseen or self.posterior is None or self.posterior_shift is None:
+            return
+        own, rest, weight = self._unseen_profile
+        B = self.module.sem.weights().detach().numpy()
+        groups = self.group_index(requests)
+        comp_gene = cb.comp_gene.numpy()
+        for k, c in unseen:
+            g, j = groups[k], int(comp_gene[k, c])
+            prob[k, c], shift[k, c], spike[k, c] = 0.0, 0.0, rest[g]
+            log_odds[k, c] = _NO_COMPONENT
+            if j >= 0 and np.isfinite(own[g, 0]):
+                prob[k, c, j], shift[k, c, j], log_odds[k, c, j] = 1.0, own[g, 0], own[g, 1]
+                # A^-1 d = A^-1 rest + own e_j + w (A^-1 - I) own e_j for d = rest + own e_j
+                # - (1 - w) own B e_j
+                spike[k, c] = rest[g] - (1 - weight[g]) * own[g, 0] * B[:, j]
+                spike[k, c, j] = 0.0
+
+    def _shared_response(self, comps, doses, requests, spike) -> None:
+        """A new drug (no posterior) gets, as its non-target shift, the mean non-target shift of
+        the training drugs of its covariate group at the nearest training dose: the response that
+        perturbations of a group share, which the network's prior (no shift off its targets)
+        leaves out."""
+        if self.posterior is None or self.posterior_spike is None:
+            return
+        known = set(self.meta.components)
+        groups = self.group_index(requests)
+        table = self._rest_by_dose
+        for k, (cl, dl) in enumerate(zip(comps, doses, strict=True)):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                if name in known or groups[k] not in table:
+                    continue
+                tdoses, rest = table[groups[k]]
+                t = dose_transform(np.asarray([dz] + list(tdoses)), self.meta.dose_scale)
+                spike[k, c] = rest[int(np.argmin(np.abs(t[1:] - t[0])))]
+
+    @cached_property
+    def _rest_by_dose(self) -> dict[int, tuple[list[float], np.ndarray]]:
+        """Per covariate group: its training doses of single perturbations, and at each the mean
+        over those contexts of the non-target part of the posterior direct shift."""
+        tc = self.contexts
+        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
+        part = (1 - self.posterior) * self.posterior_spike
+        acc: dict[int, dict[float, list[np.ndarray]]] = {}
+        for k in np.flatnonzero(~tc["is_control"].astype(bool).to_numpy()):
+            dl = dose_parts(tc["dose"].iloc[k])
+            if len(split_components(str(tc["condition"].iloc[k]))) != 1:
+                continue
+            acc.setdefault(int(groups[k]), {}).setdefault(round(dl[0], 9), []).append(part[k])
+        return {
+            g: (list(by), np.stack([np.mean(v, 0) for v in by.values()])) for g, by in acc.items()
+        }
+
+    @cached_property
+    def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per covariate group: (median own-gene direct shift, its median log-odds) of training
+        single knock-outs of measured genes (NaN where a group has none); the mean direct shift
+        (d) of its training perturbations, each context's own gene left out; and the weight in
+        [0, 1] of the own shift's cascade through B, by least squares over the training knock-outs
+        of measured genes, each predicted from the others (1 where there are fewer than 3)."""
+        tc = self.contexts
+        G, d = len(self.std_mean), len(self.genes)
+        spike = self.posterior_spike if self.posterior_spike is not None else 0.0
+        direct = self.posterior * self.posterior_shift + (1 - self.posterior) * spike
+        with torch.no_grad():
+            total = self.module.sem.propagate(torch.from_numpy(direct.astype(np.float32))).numpy()
+            A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
+        score = self.target_score
+        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
+        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
+        perturbed = ~tc["is_control"].astype(bool).to_numpy()
+        own = np.full((G, 2), np.nan)
+        rest = np.zeros((G, d), np.float32)
+        weight = np.ones(G, np.float32)
+        for g in range(G):
+            kos, keeps = [], []  # (context, own gene) of single knock-outs of measured genes
+            for k in np.flatnonzero((groups == g) & perturbed):
+                cl = split_components(str(tc["condition"].iloc[k]))
+                keep = np.ones(d, bool)
+                for n in cl:
+                    if gene_of.get(n, -1) >= 0:
+                        keep[gene_of[n]] = False
+                if len(cl) == 1 and not keep.all():
+                    kos.append((k, gene_of[cl[0]]))
+                keeps.append((k, keep))
+            if not keeps:
+                continue
+            S = sum(np.where(keep, direct[k], 0.0) for k, keep in keeps)
+            N = sum(keep.astype(float) for _, keep in keeps)
+            rest[g] = S / np.maximum(N, 1)
+            if not kos:
+                continue
+            eff = np.array([direct[k, j] for k, j in kos])
+            own[g] = np.median(eff), np.median([score[k, j] for k, j in kos])
+            if len(kos) < 3:
+                continue
+            num = den = 0.0
+            for i, (k, j) in enumerate(kos):
+                keep = dict(keeps)[k]
+                r_k = np.where(
+                    N - keep > 0, (S - np.where(keep, direct[k], 0)) / np.maximum(N - keep, 1), 0
+                )
+                o = np.median(np.delete(eff, i))
+                resid = total[k] - A_inv @ r_k - o * np.eye(d)[j]
+                v = o * (A_inv[:, j] - np.eye(d)[j])
+                num, den = num + resid @ v, den + v @ v
+            weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
+        return own, rest, weight
+
+    def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0
-        return self.posterior[i], self.posterior_shift[i], spike
+        if self.posterior_logodds is not None:
+            lo = self.posterior_logodds[i]
+        else:  # a run saved before the log-odds were kept: from the (rounded) probability
+            p = np.clip(self.posterior[i], 1e-7, 1 - 1e-7)
+            lo = np.log(p) - np.log1p(-p)
+        return self.posterior[i], self.posterior_shift[i], spike, lo
 
     def _cov_tuples(self, table: pd.DataFrame) -> list[tuple[str, ...]]:
         """Each row's covariate values as strings (() per row without covariates)."""
@@ -239,7 +496,7 @@ class GimRun:
         tensors["std_sd"] = torch.from_numpy(self.std_sd)
         if self.posterior is not None:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
-        for name in ("posterior_shift", "posterior_spike"):
+        for name in ("posterior_shift", "posterior_spike", "posterior_logodds"):
             if getattr(self, name) is not None:
                 tensors[name] = torch.from_numpy(np.asarray(getattr(self, name), np.float32))
         if self.ref_cells is not None:
@@ -326,10 +583,23 @@ class Interventions:
     prob: np.ndarray
     shift: np.ndarray
     spike: np.ndarray
+    log_odds: np.ndarray  # (K,C,d) log-odds of prob; _NO_COMPONENT where a component is absent
 
     @property
     def prob_any(self) -> np.ndarray:
         return 1 - np.prod(1 - self.prob, axis=1)
+
+    @property
+    def log_odds_any(self) -> np.ndarray:
+        """(K,d) log-odds that any component targets the gene, in log space: the ranking score,
+        which keeps ordering genes whose probability is 1.0 in float32."""
+        lo = self.log_odds.astype(np.float64)
+        log_none = -np.logaddexp(0.0, lo).sum(1)  # sum_c log(1 - p_c)
+        with np.errstate(divide="ignore"):
+            exact = np.log(-np.expm1(log_none)) - log_none
+        # all p_c tiny: log(1 - P(none)) = logsumexp_c(lo_c) to first order (exact underflows)
+        small = np.logaddexp.reduce(lo, axis=1)
+        return np.where(log_none > -1e-8, small, exact).astype(np.float32)
 
     def direct(self, *, map_targets: bool = False) -> np.ndarray:
         """(K,d) the direct shift u, expected (E[u]) or with the MAP targets (prob > 0.5)."""
@@ -340,4 +610,15 @@ class Interventions:
 # What a model.json that does not fit its model.pt (or this gim) raises while loading.
 _MISMATCH = (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError, GimError)
 # Arrays model.pt may hold beside the weights (runs without posteriors or controls lack some).
-_OPTIONAL_ARRAYS = ("posterior", "posterior_shift", "posterior_spike", "ref_cells", "ref_group")
+_OPTIONAL_ARRAYS = (
+    "posterior",
+    "posterior_shift",
+    "posterior_spike",
+    "posterior_logodds",
+    "ref_cells",
+    "ref_group",
+)
+# Training drugs whose residuals a new drug borrows (GimRun._neighbour_residual).
+_N_NEIGHBOURS = 5
+# The log-odds of a component a context does not have (log(0) without infinities in the sums).
+_NO_COMPONENT = -1e4

@@ -57,7 +57,8 @@ def build_requests(
 
     `features` is a CSV table with `name` and `smiles` (or the numeric feature columns used in
     training), optionally `dose` and covariate columns; `conditions` names perturbations or
-    combinations (`A+B`) whose components the model knows. Without a dose (column or `doses`)
+    combinations (`A+B`) whose components the model knows (with identity features, also ones it
+    does not: GimRun's unseen knock-out rule predicts them). Without a dose (column or `doses`)
     every dose of `doses` is predicted; without a covariate, every training group.
     """
     if (features is None) == (conditions is None):
@@ -69,7 +70,9 @@ def build_requests(
         req, new_feats = pd.DataFrame({"condition": [c.strip() for c in conditions]}), {}
         known = set(run.spec.components)
         unknown = sorted({c for cond in req["condition"] for c in split_components(cond)} - known)
-        if unknown:
+        if unknown and run.spec.kind == "identity":  # the unseen knock-out rule (GimRun)
+            new_feats = run.spec.featurize({n: n for n in unknown})
+        elif unknown:
             raise InputError(
                 f"--conditions: perturbation(s) {unknown[:10]} not in training; "
                 "give their features with --features"
@@ -95,12 +98,8 @@ def _requests_from_table(
     spec = run.spec
     names = features["name"].astype(str).str.strip()
     new_feats: dict[str, np.ndarray] = {}
-    if spec.kind == "identity":
-        unknown = sorted(set(names) - set(spec.components))
-        if unknown:
-            raise InputError(
-                f"identity features only cover training perturbations; unknown: {unknown[:10]}"
-            )
+    if spec.kind == "identity":  # names not seen in training: the unseen knock-out rule
+        new_feats = spec.featurize({n: n for n in names if n not in set(spec.components)})
     else:
         table = features.assign(name=names)
         new_feats = spec.featurize(component_descriptors(spec, list(names), table=table))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gimcli.config import DataKeys, TrainConfig
-from gimcli.errors import InputError, ModelError
+from gimcli.errors import InputError
 
 COMBO_SEP = "+"
 
@@ -118,14 +118,11 @@ class FeatureSpec:
         if self.kind == "numeric":
             return self.featurize_numeric(descriptors)
         rows = {n: i for i, n in enumerate(self.components)}
-        unknown = [n for n in descriptors if n not in rows]
-        if unknown:
-            raise ModelError(
-                "identity features cannot describe perturbations not seen in training: "
-                f"{unknown[:10]}"
-            )
         eye = np.eye(len(self.components), dtype=np.float32)
-        return {n: eye[rows[n]] for n in descriptors}
+        # a perturbation not seen in training has no identity: a zero row (GimRun predicts it by
+        # the unseen knock-out rule, docs/design.md "Read-outs")
+        zero = np.zeros(len(self.components), np.float32)
+        return {n: eye[rows[n]] if n in rows else zero for n in descriptors}
 
     def featurize_smiles(self, smiles: dict[str, str]) -> dict[str, np.ndarray]:
         return morgan_fingerprints(

@@ -42,9 +42,10 @@ def auroc_auprc(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def target_recovery(
     run: GimRun, truth_targets: pd.DataFrame, *, min_abs_shift: float = 0.0
 ) -> dict[str, float]:
-    """AUROC/AUPRC of the posterior target probability of training contexts against the truth."""
+    """AUROC/AUPRC of the target score (posterior log-odds) of training contexts against the
+    truth."""
     L, rows = target_labels(run, truth_targets, min_abs_shift=min_abs_shift)
-    return auroc_auprc(L, run.posterior[rows])
+    return auroc_auprc(L, run.target_score[rows])
 
 
 def graph_recovery(run: GimRun, B_true: np.ndarray, true_genes: list[str]) -> dict[str, float]:

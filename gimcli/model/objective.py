@@ -80,6 +80,9 @@ class Marginal(NamedTuple):
     post_any: torch.Tensor  # (K, d) posterior that gene j is targeted at all
     u_target: torch.Tensor  # (K, d) E[u_j 1{j targeted}]: posterior mean direct shift from targets
     u_null: torch.Tensor  # (K, d) E[u_j | j not targeted] (the spike's shift; 0 without one)
+    # (K, d) posterior log-odds that gene j is targeted at all: log P(any) - log P(none), computed
+    # from the joint in log space, so it keeps ranking genes whose probability rounds to 1
+    log_odds: torch.Tensor
 
 
 def shift_var(n_targets: torch.Tensor, log_tau=None, log_spike=None):
@@ -126,6 +129,7 @@ def exact_marginal(
         1 - post[:, 0],
         (post[:, 1:] * u[:, 1:]).sum(1),
         u[:, 0],
+        torch.logsumexp(joint[:, 1:], 1) - joint[:, 0],
     )
 
 

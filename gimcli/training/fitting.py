@@ -19,7 +19,7 @@ import torch
 
 from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.contexts import Contexts, build_contexts, dose_transform
-from gimcli.data.features import FeatureSpec, training_features
+from gimcli.data.features import FeatureSpec, split_components, training_features
 from gimcli.data.preprocess import PreprocessInfo, preprocess
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
@@ -97,7 +97,11 @@ def fit_run(
     dev = local_device(resolve_device(device))
     ddp = DataParallel.from_env(dev)  # under torchrun: contexts sharded over processes
     data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
-    prep = prepare(data, keys, drug_features=drug_features, config=cfg)
+    # held-out knock-outs' genes stay modelled, so that they can be predicted (GimRun, unseen rule)
+    held = None if train_mask is None else adata.obs[keys.perturbation_key][~np.asarray(train_mask)]
+    prep = prepare(
+        data, keys, drug_features=drug_features, config=cfg, also_perturbed=_components_of(held)
+    )
     tdata = TrainData(
         prep.X,
         prep.contexts.cell_context,
@@ -129,7 +133,9 @@ def fit_run(
     if ddp:
         ddp.close()
     module.eval()
-    posterior, posterior_shift, posterior_spike = training_posterior(module, tdata, cfg)
+    posterior, posterior_shift, posterior_spike, posterior_logodds = training_posterior(
+        module, tdata, cfg
+    )
     summary = TrainingSummary(
         best_step=hist.best_step,
         best_val_nll=hist.best_val,
@@ -151,6 +157,7 @@ def fit_run(
         posterior=posterior,
         posterior_shift=posterior_shift,
         posterior_spike=posterior_spike,
+        posterior_logodds=posterior_logodds,
         ref_cells=prep.X[prep.ref_rows].toarray().astype(np.float32),
         ref_group=prep.cell_group[prep.ref_rows].astype(np.int64),
     )
@@ -210,10 +217,24 @@ class Prepared:
         )
 
 
+def _components_of(perturbations: pd.Series | None) -> list[str]:
+    if perturbations is None:
+        return []
+    names = {c for p in perturbations.astype(str).unique() for c in split_components(p)}
+    return sorted(names)
+
+
 def prepare(
-    data: ad.AnnData, keys: DataKeys, *, drug_features: pd.DataFrame | None, config: TrainConfig
+    data: ad.AnnData,
+    keys: DataKeys,
+    *,
+    drug_features: pd.DataFrame | None,
+    config: TrainConfig,
+    also_perturbed: list[str] | None = None,
 ) -> Prepared:
-    """Contexts, features, preprocessing and the standardisation of the cells of `data`."""
+    """Contexts, features, preprocessing and the standardisation of the cells of `data`;
+    `also_perturbed`: names of perturbations outside `data` whose genes (identity features) are
+    kept among the modelled genes."""
     cfg = config
     ctx = build_contexts(
         data.obs,
@@ -237,7 +258,10 @@ def prepare(
         n_top_genes=cfg.n_top_genes,
         hvg_flavor=cfg.hvg_flavor,
         target_sum=cfg.target_sum,
-        force_genes=ctx.comp_names if identity else None,  # a perturbed gene is a likely target
+        # a perturbed gene is a likely target
+        force_genes=sorted({*ctx.comp_names, *(also_perturbed or [])} - {keys.control})
+        if identity
+        else None,
     )
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
     comp_gene = np.array([gene_of.get(c, -1) if identity else -1 for c in ctx.comp_names], np.int64)
@@ -327,13 +351,15 @@ def _jsonable_table(t: pd.DataFrame) -> list[dict]:
 @torch.no_grad()
 def training_posterior(
     module: GIMModule, data: TrainData, cfg: TrainConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per training context and gene: the exact posterior probability that it is a direct target,
-    and the posterior mean of its direct shift u if targeted and if not (standardised units)."""
+    the posterior mean of its direct shift u if targeted and if not (standardised units), and the
+    posterior log-odds of being a target (the ranking score: it does not saturate at p = 1)."""
     total = data.split["val"][2] + data.split["train"][2]
     out = np.zeros((data.K, module.sem.d), np.float32)
     shift = np.zeros((data.K, module.sem.d), np.float32)
     spike = np.zeros((data.K, module.sem.d), np.float32)
+    log_odds = np.zeros((data.K, module.sem.d), np.float32)
     start = 0
     while start < data.K:
         cum = np.cumsum(total[start:])
@@ -343,5 +369,6 @@ def training_posterior(
         out[ids] = m.post_any.cpu().numpy()
         shift[ids] = (m.u_target / m.post_any.clamp_min(1e-6)).cpu().numpy()
         spike[ids] = m.u_null.cpu().numpy()
+        log_odds[ids] = m.log_odds.cpu().numpy()
         start = stop
-    return out, shift, spike
+    return out, shift, spike, log_odds

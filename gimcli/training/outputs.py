@@ -32,6 +32,8 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
 
     obs['gim_context']: context label of each training cell ('' for cells not trained on);
     varm['gim_target_prob']: genes x contexts posterior (NaN for genes that were not modelled);
+    varm['gim_target_logodds']: the same as posterior log-odds, the score to rank targets by (it
+    does not saturate where the probability is 1.0);
     uns['gim']: parameters, versions, seed, the context table and diagnostics.
     """
     out = adata.copy()
@@ -47,6 +49,10 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
     if run.posterior is not None:
         post[gi] = run.posterior.T
     out.varm[_keys.VARM_POSTERIOR] = pd.DataFrame(post, index=out.var_names, columns=labels)
+    if run.posterior_logodds is not None:
+        lo = np.full((out.n_vars, len(labels)), np.nan, np.float32)
+        lo[gi] = run.posterior_logodds.T
+        out.varm[_keys.VARM_LOG_ODDS] = pd.DataFrame(lo, index=out.var_names, columns=labels)
     out.var[_keys.VAR_MODELED] = np.isin(np.arange(out.n_vars), gi)
     ctab = tc.copy()
     ctab.index = labels

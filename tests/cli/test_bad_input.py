@@ -169,10 +169,11 @@ def test_bad_input_is_named_on_one_line(gim, tmp_path, name):
     assert not (out / "model.pt").exists() and not (out / "annotated.h5ad").exists()
 
 
-def test_too_few_cells_warns_with_count_and_skips(gim, tmp_path):
+def test_a_context_of_two_cells_is_kept(gim, tmp_path):
+    """Bulk screens have one sample per context: no context is dropped for its size by default."""
     a = tiny_screen()
     keep = (a.obs["condition"] != "drug03").to_numpy()
-    keep[np.flatnonzero(~keep)[:2]] = True  # drug03 keeps 2 cells: below min_cells_per_context = 3
+    keep[np.flatnonzero(~keep)[:2]] = True  # drug03 keeps 2 cells
     path = tmp_path / "few.h5ad"
     a[keep].copy().write_h5ad(path)
     rc, _, err = gim(
@@ -185,9 +186,10 @@ def test_too_few_cells_warns_with_count_and_skips(gim, tmp_path):
         "5",
     )
     assert rc == 0, err
-    assert "skipping 1 context(s) with fewer than 3 cells (2 cells), e.g. drug03" in err
+    assert "skipping" not in err
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert "drug03" not in [c["condition"] for c in meta["contexts"]] and len(meta["contexts"]) == 4
+    n = {c["condition"]: c["n_cells"] for c in meta["contexts"]}
+    assert n["drug03"] == 2 and len(meta["contexts"]) == 5
 
 
 def test_empty_truncated_and_non_h5ad_files(gim, tmp_path):

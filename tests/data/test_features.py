@@ -15,7 +15,7 @@ from gimcli.data.features import (
     tanimoto,
     training_features,
 )
-from gimcli.errors import InputError, ModelError
+from gimcli.errors import InputError
 
 SMILES = {"Aspirin": "CC(=O)OC1=CC=CC=C1C(=O)O", "Caffeine": "CN1C=NC2=C1C(=O)N(C(=O)N2C)C"}
 
@@ -69,8 +69,11 @@ def test_identity_features_and_refusals():
         _obs(), ["Aspirin", "Caffeine"], keys=DataKeys(), drug_features=None, config=TrainConfig()
     )
     assert spec.kind == "identity" and F.tolist() == [[1.0, 0.0], [0.0, 1.0]]
-    with pytest.raises(ModelError, match="identity features cannot describe"):
-        spec.featurize({"New": "New"})
+    # a name not seen in training has no identity: a zero row (the unseen knock-out rule)
+    assert spec.featurize({"New": "New", "Caffeine": "Caffeine"}) == {
+        "New": pytest.approx([0.0, 0.0]),
+        "Caffeine": pytest.approx([0.0, 1.0]),
+    }
     with pytest.raises(InputError, match="give only one of"):
         training_features(
             _obs(),

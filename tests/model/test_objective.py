@@ -96,10 +96,31 @@ def test_exact_marginal_equals_brute_force_enumeration(tau, spike):
                         comp_mass[c] += w
             assert abs(float(got.log_marginal[k, j]) - math.log(total)) < 1e-8
             assert abs(float(got.post_any[k, j]) - any_mass / total) < 1e-8
+            if comps:
+                want_lo = math.log(any_mass) - math.log(total - any_mass)
+                assert abs(float(got.log_odds[k, j]) - want_lo) < 1e-7
             assert abs(float(got.u_target[k, j]) - u_target / total) < 1e-8
             assert abs(float(got.u_null[k, j]) - u_null) < 1e-8
             for c in comps:
                 assert abs(float(got.post_component[k, c, j]) - comp_mass[c] / total) < 1e-8
+
+
+def test_log_odds_keep_ranking_where_the_probability_saturates():
+    """Two genes with mean residuals of 3 and 6 sd over 50 cells: both have posterior 1.0 in
+    float32 (a tie: any ranking among them is arbitrary); their log-odds order them by evidence."""
+    torch.set_default_dtype(torch.float32)
+    n = torch.tensor([50.0])
+    S1 = torch.tensor([[150.0, 300.0, 0.0]])
+    S2 = S1 * S1 / n + n  # unit within-context variance
+    logits, shifts = torch.zeros(1, 1, 3), torch.zeros(1, 1, 3)
+    mask = torch.tensor([[True]])
+    got = exact_marginal(
+        S1, S2, n, logits, shifts, mask, torch.zeros(3), 1.0, torch.zeros(3), torch.full((3,), -2.0)
+    )
+    assert float(got.post_any[0, 0]) == float(got.post_any[0, 1]) == 1.0
+    lo = got.log_odds[0]
+    assert 100 < float(lo[0]) < float(lo[1]) and float(lo[1]) > 3 * float(lo[0])
+    assert float(lo[2]) < -2  # no shift: evidence against a target
 
 
 def test_control_context_has_no_intervention():
