@@ -40,7 +40,7 @@ MODULE = {
     "norman": "norman",
     "datlinger": "datlinger",
     "sciplex": "sciplex",
-    "screens": "screens",
+    "screens": "screens.run",
 }
 TITLES = {
     "sim": "1. Simulated screens: unseen drugs, doses and combinations; targets and graph",

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 # Training steps per size: modest, so that the suite fits its ~12 min in make bench.
 STEPS = {"quick": 150, "bench": 1000, "full": 1500}
 SEEDS = {"quick": (0,), "bench": (0, 1), "full": (0, 1, 2, 3, 4)}
+JOBS = 2  # worker processes in make bench (2 cores)
 N_TOP_GENES = {"l1000": 150}  # the most variable landmark genes (gim's own HVG selection)
 
 
@@ -241,6 +242,19 @@ def suite(
             json.dumps({"meta": meta, "screens": summary}, indent=1, default=_json)
         )
     return {"wall_s": wall, "headline": headline, "screens": summary, "meta": meta}
+
+
+def run(cfg, *, jobs: int = JOBS) -> dict:
+    """make bench's entry (bench/run_all.py): the suite at its default size with `cfg` as every
+    job's TrainConfig; writes bench/SCREENS.md/.json and returns the headline for RESULTS.md."""
+    out = ROOT / "bench" / "SCREENS.md"
+    res = suite(size="bench", jobs=jobs, out=str(out), base=cfg)
+    md = (
+        f"Seeds 0 and 1, {jobs} worker processes; every table, the rules and the timings are in "
+        "[bench/SCREENS.md](SCREENS.md) (and SCREENS.json). Headline (mean ± SE over held-out "
+        "units; verdict: GIM − best baseline beyond 2 paired SE):\n\n" + res["headline"]
+    )
+    return {"markdown": md, "wall_s": res["wall_s"], "screens": res["screens"]}
 
 
 def _json(v):
