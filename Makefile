@@ -56,7 +56,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(DEMO) sample_data/screen.h5ad sample_data/screen.truth.json .pytest_cache
 
-# All four benchmarks with fixed seeds -> bench/RESULTS.md (~2 min on a quiet 2-core machine;
-# bench/RESULTS.md records the last wall time).
+# The default benchmarks with fixed seeds -> bench/RESULTS.md, and the screens suite ->
+# bench/SCREENS.md (< 30 min on 2 CPU cores; sim_cost2: bench/run_all.py --only sim_cost2).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
