@@ -61,12 +61,21 @@ def explain(
     none = _without_targets(df)
     if none and fmt == "table":
         text += "".join(f"{n}\n" for n in none)
-    for n in none if fmt != "table" or out is not None else []:
-        typer.echo(n, err=True)
+    if fmt != "table" or out is not None:  # on stderr: a few, then how many more
+        for n in none[:_SHOW_WITHOUT]:
+            typer.echo(n, err=True)
+        if len(none) > _SHOW_WITHOUT:
+            more = len(none) - _SHOW_WITHOUT
+            typer.echo(
+                f"... and {more} more condition(s) without confident direct targets", err=True
+            )
     if out is not None:
         write_text(text, out)
     else:
         sys.stdout.write(text)
+
+
+_SHOW_WITHOUT = 5  # conditions without confident targets named on stderr
 
 
 def _without_targets(df) -> list[str]:
