@@ -96,9 +96,13 @@ def train_to_directory(
     if isinstance(data, ad.AnnData):
         adata, info = data, None
     else:
-        adata = read_h5ad(data, backed=backed)
+        # under torchrun every process reads only its rows (gimcli.training.sharded): backed
+        adata = read_h5ad(data, backed=backed or distributed)
         info = InputInfo(
-            path=str(data), sha256=file_sha256(data), n_obs=adata.n_obs, n_vars=adata.n_vars
+            path=str(data),
+            sha256=file_sha256(data) if main_rank else "",  # only rank 0 records the run
+            n_obs=adata.n_obs,
+            n_vars=adata.n_vars,
         )
     t_read = time.perf_counter() - t0
     mask = _train_mask(adata, holdout, keys)

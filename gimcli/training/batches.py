@@ -40,6 +40,33 @@ def context_positions(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return rep, first, np.arange(len(rep)) - first[rep]
 
 
+def split_cells(cell_context: np.ndarray, K: int, val_fraction: float, seed: int):
+    """The training/validation split of the cells of each context, drawn from `seed`: (cells
+    grouped by context in random order, first position of each context, cells per context,
+    validation cells per context: the first `n_val` of each context's cells)."""
+    rng = np.random.default_rng(seed)
+    keep = np.flatnonzero(cell_context >= 0)
+    # Shuffle, then stable-sort by context: cells of a context are contiguous, in random order.
+    keep = keep[rng.permutation(len(keep))]
+    keep = keep[np.argsort(cell_context[keep], kind="stable")]
+    counts = np.bincount(cell_context[keep], minlength=K)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n_val = np.where(counts >= 10, np.floor(counts * val_fraction).astype(np.int64), 0)
+    return keep, starts, counts, n_val
+
+
+def validation_cells(
+    cell_context: np.ndarray, K: int, val_fraction: float, seed: int
+) -> np.ndarray:
+    """Bool per cell: held out for validation (the split of `split_cells`, as a mask)."""
+    keep, starts, _, n_val = split_cells(cell_context, K, val_fraction, seed)
+    ctx = cell_context[keep]
+    pos = np.arange(len(keep)) - starts[ctx]
+    is_val = np.zeros(len(cell_context), bool)
+    is_val[keep[pos < n_val[ctx]]] = True
+    return is_val
+
+
 class TrainData:
     """Contexts with their cells, split into training and validation cells per context."""
 
@@ -63,14 +90,7 @@ class TrainData:
         self.mean = torch.from_numpy(mean).to(device)
         self.sd = torch.from_numpy(sd).to(device)
         self.cell_group = cell_group
-        rng = np.random.default_rng(seed)
-        keep = np.flatnonzero(cell_context >= 0)
-        # Shuffle, then stable-sort by context: cells of a context are contiguous, in random order.
-        keep = keep[rng.permutation(len(keep))]
-        keep = keep[np.argsort(cell_context[keep], kind="stable")]
-        counts = np.bincount(cell_context[keep], minlength=self.K)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        n_val = np.where(counts >= 10, np.floor(counts * val_fraction).astype(np.int64), 0)
+        keep, starts, counts, n_val = split_cells(cell_context, self.K, val_fraction, seed)
         self.split = {
             "val": (keep, starts, n_val),
             "train": (keep, starts + n_val, counts - n_val),

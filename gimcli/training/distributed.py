@@ -32,6 +32,38 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_world_size() -> int:
+    """Processes on this node under torchrun (1 otherwise)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def all_reduce_sum(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Element-wise sums of each array over every process, as float64 (one all-reduce for all of
+    them). Without a process group (one process) the arrays come back unchanged: the same code
+    runs sharded and alone. NCCL reduces on this process's GPU, gloo on the host."""
+    out = [np.asarray(a, np.float64) for a in arrays]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return out
+    dev = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        dev = torch.device("cuda", torch.cuda.current_device())
+    flat = torch.cat([torch.from_numpy(a).reshape(-1) for a in out]).to(dev)
+    dist.all_reduce(flat)
+    flat = flat.cpu().numpy()
+    res, i = [], 0
+    for a in out:
+        res.append(flat[i : i + a.size].reshape(a.shape))
+        i += a.size
+    return res
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, processes) of the initialised process group, or (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def local_device(device: torch.device) -> torch.device:
     """Under torchrun, CUDA processes use the GPU of their local rank."""
     if device.type == "cuda" and env_world_size() > 1 and device.index is None:
