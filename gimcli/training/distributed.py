@@ -37,6 +37,47 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
 
+def resolve_threads(threads: int = 0) -> tuple[int, str]:
+    """CPU threads for this process's torch and where the number came from: `threads` when > 0;
+    else OMP_NUM_THREADS when set (torchrun sets it to 1 per process); else SLURM_CPUS_PER_TASK
+    or the CPU affinity of this process, shared among the local processes of torchrun. torch's
+    own default (every core of the node) oversubscribes a shared or partly allocated node."""
+    if threads > 0:
+        return threads, "--threads"
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "OMP_NUM_THREADS"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus, src = int(slurm), "SLURM_CPUS_PER_TASK"
+    else:
+        try:
+            cpus, src = len(os.sched_getaffinity(0)), "CPU affinity"
+        except AttributeError:  # platforms without sched_getaffinity
+            cpus, src = os.cpu_count() or 1, "CPU count"
+    local = local_world_size()
+    return max(1, cpus // local), src + (f" / {local} local processes" if local > 1 else "")
+
+
+def set_threads(threads: int = 0) -> tuple[int, str]:
+    """Apply `resolve_threads` to torch (intra-op threads); returns (threads, source)."""
+    n, src = resolve_threads(threads)
+    torch.set_num_threads(n)
+    log.info("torch threads: %d (%s)", n, src)
+    return n, src
+
+
+def peak_rss_per_rank() -> list[int]:
+    """Peak resident memory (bytes) of each process so far, gathered by an all-reduce (Linux:
+    ru_maxrss in KiB); one process: its own."""
+    import resource
+
+    rank, world = rank_and_world()
+    mine = np.zeros(world)
+    mine[rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return [int(v) for v in all_reduce_sum(mine)[0]]
+
+
 def all_reduce_sum(*arrays: np.ndarray) -> list[np.ndarray]:
     """Element-wise sums of each array over every process, as float64 (one all-reduce for all of
     them). Without a process group (one process) the arrays come back unchanged: the same code

@@ -28,7 +28,13 @@ from gimcli.model.module import ContextBatch, GIMModule
 from gimcli.provenance import versions
 from gimcli.schema import MODEL_FORMAT_VERSION, Covariates, InputInfo, RunMeta, TrainingSummary
 from gimcli.training.batches import TrainData, validation_cells
-from gimcli.training.distributed import DataParallel, all_reduce_sum, local_device, rank_and_world
+from gimcli.training.distributed import (
+    DataParallel,
+    all_reduce_sum,
+    local_device,
+    peak_rss_per_rank,
+    rank_and_world,
+)
 from gimcli.training.loop import History, optimise
 from gimcli.training.sharded import ShardedStats, sharded_statistics
 from gimcli.training.standardisation import control_standardisation
@@ -140,6 +146,7 @@ def fit_run(
         return module.to(dev, torch.float32)  # whatever the default dtype
 
     module, hist = _best_restart(new_module, tdata, cfg, ddp, progress, checkpoint)
+    rss = peak_rss_per_rank()
     if ddp:
         ddp.close()
     module.eval()
@@ -155,6 +162,9 @@ def fit_run(
         prepare_seconds=t_prep,
         peak_gpu_bytes=peak_gpu_bytes(dev),
         n_cells=prep.n_cells,
+        threads=torch.get_num_threads(),
+        peak_rss_bytes=rss,
+        stage_seconds=prep.stage_seconds,
     )
     run = GimRun(
         module=module.cpu(),
@@ -188,6 +198,7 @@ class Prepared:
     dose_scale: float
     context_batch: ContextBatch
     ref_X: np.ndarray | None = None  # the reference cells, dense, when X is not kept
+    stage_seconds: dict[str, float] | None = None  # of sharded reading: genes, statistics
 
     def ref_cells(self) -> np.ndarray:
         if self.ref_X is not None:
@@ -366,7 +377,7 @@ def prepare_sharded(
         out[rows] = a
         return out
 
-    t = time.perf_counter()
+    t, passes = time.perf_counter(), {}
     mean, sd, sum_x, n, W = sharded_statistics(
         reader,
         cols,
@@ -379,17 +390,20 @@ def prepare_sharded(
         check=pinfo.hvg_flavor is None,  # no gene-selection pass checked the values
         reduce=all_reduce_sum,
         device=device,
+        timings=passes,
     )
+    t_stats = time.perf_counter() - t
     log.info(
         "statistics of rows %d-%d (process %d of %d): genes %.1f s, sums and scatter %.1f s",
         *reader.rows,
         rank,
         world,
         t_hvg,
-        time.perf_counter() - t,
+        t_stats,
     )
     prep = _prepared(None, pinfo, ctx, spec, comp_feats, cell_group, is_ctrl_cell, mean, sd, cfg)
     prep.ref_X = reader.rows_of(rows[prep.ref_rows], cols).toarray().astype(np.float32)
+    prep.stage_seconds = {"genes": t_hvg, **passes}
     shard = ddp.shard(n["train"] + n["val"]) if ddp else None
     stats = ShardedStats(
         sum_x, n, W, prep.context_batch, device=device, precision=cfg.precision, shard=shard

@@ -162,12 +162,16 @@ def sharded_statistics(
     reduce,
     device: torch.device,
     chunk: int | None = None,
+    timings: dict | None = None,
 ):
     """Standardisation and training statistics of the cells read by `reader` (file-length
     per-cell arrays; cell_context -1 = not trained on), combined over processes with `reduce`.
 
     Returns (std_mean, std_sd, {split: standardised sums (K, d)}, {split: cells (K,)},
-    {split: W (d, d)})."""
+    {split: W (d, d)}); `timings` gets the seconds of each pass ("sums", "scatter")."""
+    import time
+
+    t0 = time.perf_counter()
     K = len(ctx_group)
     used = cell_context >= 0
     n = {
@@ -187,6 +191,7 @@ def sharded_statistics(
         s: torch.from_numpy(sum_x[s] / np.maximum(n[s], 1)[:, None]).to(device, torch.float32)
         for s in SPLITS
     }
+    t1 = time.perf_counter()
     W = pooled_scatter(
         reader,
         cols,
@@ -200,4 +205,6 @@ def sharded_statistics(
         chunk=chunk,
         reduce=reduce,
     )
+    if timings is not None:
+        timings.update(sums=t1 - t0, scatter=time.perf_counter() - t1)
     return mean, sd, sum_x, n, W
