@@ -84,17 +84,19 @@ def section(rows: list[dict]) -> list[str]:
         "## Sharded reading: one screen, 1, 2 and 4 processes (issue 13)",
         "",
         "Made by `bench/perf/shards.py`: `gim train --backed` (1 process) or under `torchrun",
-        "--nproc-per-node N` (gloo, CPU), `--steps` as noted: each process reads only its rows of",
-        "the file in chunks (~20M stored values), in three passes (gene sums for HVG selection;",
-        "per-context sums; pooled scatter), combined with all-reduces. `genes`, `sums`, `scatter` =",
-        "the three passes; `prepare` = them + contexts/features + the reference cells; per-rank RSS =",
-        "each process's peak (ru_maxrss) at the end of training; `max RSS` = the largest process seen",
-        "from outside (includes rank 0's posterior and write). Speed-up = prepare time of 1 process /",
-        "N processes. The machine has 2 cores: 4 processes share them (and the neighbours' load).",
+        "--nproc-per-node N` (gloo, CPU), `--steps` as noted: each process reads only its rows",
+        "of the file in chunks (~20M stored values), in three passes (gene sums for HVG",
+        "selection; per-context sums; pooled scatter), combined with all-reduces. `genes`,",
+        "`sums`, `scatter` = the three passes; `prepare` = them + contexts/features + the",
+        "reference cells; per-rank RSS = each process's peak (ru_maxrss) at the end of training;",
+        "`max RSS` = the largest process seen from outside (includes rank 0's posterior and",
+        "write). Speed-up = prepare time of 1 process / N processes. The machine has 2 cores:",
+        "4 processes share them (and the neighbours' load).",
         "",
     ]
     hdr = (
-        "| date | machine | screen (cells x genes, nnz, file GiB, CSR GiB) | procs | threads | steps "
+        "| date | machine | screen (cells x genes, nnz, file GiB, CSR GiB) | procs | threads "
+        "| steps "
         "| end-to-end | CPU time | read | genes | sums | scatter | prepare | train | write "
         "| per-rank peak RSS GiB | max RSS GiB | prepare speed-up |"
     )
