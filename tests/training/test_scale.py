@@ -186,3 +186,27 @@ def test_sharded_statistics_of_two_processes_equal_one_in_memory(tmp_path):
         W = ref.W.double().numpy()
         # W scales as 1/sd^2: the sd's float32 rounding (~1e-5) doubles here (measured 2.6e-5)
         assert np.abs(r0[f"W_{s}"] - W).max() < 1e-4 * np.abs(W).max(), s
+
+
+def test_threads_follow_the_allocation(monkeypatch, backed):
+    """--threads wins; else OMP_NUM_THREADS; else SLURM_CPUS_PER_TASK or the CPU affinity,
+    shared among torchrun's local processes; the number used is recorded in model.json."""
+    import json
+
+    from gimcli.training.distributed import resolve_threads
+
+    for k in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert resolve_threads(3) == (3, "--threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert resolve_threads(0) == (1, "OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert resolve_threads(0) == (len(os.sched_getaffinity(0)), "CPU affinity")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "32")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_threads(0) == (8, "SLURM_CPUS_PER_TASK / 4 local processes")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert resolve_threads(0)[0] == 1
+    training = json.loads((backed / "model.json").read_text())["training"]
+    assert training["threads"] >= 1 and training["threads_source"]
+    assert len(training["peak_rss_bytes"]) == 1 and training["stage_seconds"]["scatter"] > 0
