@@ -166,6 +166,7 @@ def train(
     precision: str = _D.precision,
     batching: str = _D.batching,
     backed: bool = False,
+    threads: int = 0,
     overwrite: bool = False,
     progress: Callable[[int, dict], None] | None = None,
     invocation: dict | None = None,
@@ -215,7 +216,12 @@ def train(
     device
         auto | cpu | cuda[:N].
     backed
-        Read an .h5ad path in chunks from disk (files larger than memory).
+        Read an .h5ad path in chunks from disk (files larger than memory); under torchrun each
+        process reads only its rows.
+    threads
+        torch CPU threads per process; 0: OMP_NUM_THREADS when set, else SLURM_CPUS_PER_TASK
+        or the CPU affinity, divided among torchrun's processes on the node. Recorded in
+        model.json (training.threads).
     overwrite
         Replace a run directory that already holds a model.
     progress
@@ -239,6 +245,8 @@ def train(
     from gimcli.workflow import train_to_directory
 
     cfg = _config({k: values[k] for k in _CONFIG_OPTIONS})
+    if threads < 0:
+        raise InputError("--threads must be >= 0 (0: from the CPU allocation)")
     if checkpoint_every < 0:
         raise InputError("--checkpoint-every must be >= 0 minutes")
     if (resume or checkpoint_every) and out is None:
@@ -289,6 +297,7 @@ def train(
         holdout=holdout,
         device=device,
         backed=backed,
+        threads=threads,
         deterministic=deterministic,
         checkpoint_every=checkpoint_every,
         resume=resume,

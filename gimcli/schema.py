@@ -78,6 +78,10 @@ class TrainingSummary:
     prepare_seconds: float
     peak_gpu_bytes: int | None
     n_cells: int  # cells trained on (in kept contexts)
+    threads: int | None = None  # torch CPU threads per process (--threads, resolved)
+    threads_source: str | None = None  # where that number came from
+    peak_rss_bytes: list[int] | None = None  # per process (rank) at the end of training
+    stage_seconds: dict[str, float] | None = None  # preparation stages (sharded reading)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,7 +28,7 @@ from gimcli.provenance import file_sha256, provenance, set_deterministic
 from gimcli.report import write_report
 from gimcli.schema import InputInfo
 from gimcli.training.checkpoint import run_checkpointer
-from gimcli.training.distributed import env_rank, env_world_size
+from gimcli.training.distributed import env_rank, env_world_size, set_threads
 from gimcli.training.fitting import fit_run, resolve_device
 from gimcli.training.health import health_warnings
 from gimcli.training.loop import History
@@ -58,6 +58,7 @@ def train_to_directory(
     holdout: Holdout | None = None,
     device: str = "auto",
     backed: bool = False,
+    threads: int = 0,
     deterministic: bool = False,
     checkpoint_every: float = 0.0,
     resume: bool = False,
@@ -83,6 +84,9 @@ def train_to_directory(
         Cells to hold out of training and score afterwards.
     device, deterministic
         Where to train, and whether with deterministic kernels only.
+    backed, threads
+        Read the .h5ad in chunks (each torchrun process its own rows; always under torchrun),
+        and torch CPU threads per process (0: from the allocation, `set_threads`).
     checkpoint_every, resume
         Minutes between checkpoints (0: only on SIGTERM/SIGUSR1), and whether to continue from
         `out`/checkpoint.pt.
@@ -95,14 +99,19 @@ def train_to_directory(
     """
     distributed = env_world_size() > 1
     main_rank = env_rank() == 0  # under torchrun only rank 0 touches the run directory
+    n_threads, threads_source = set_threads(threads)
     feats_df = read_feature_csv(str(drug_features), smiles=True) if drug_features else None
     t0 = time.perf_counter()
     if isinstance(data, ad.AnnData):
         adata, info = data, None
     else:
-        adata = read_h5ad(data, backed=backed)
+        # under torchrun every process reads only its rows (gimcli.training.sharded): backed
+        adata = read_h5ad(data, backed=backed or distributed)
         info = InputInfo(
-            path=str(data), sha256=file_sha256(data), n_obs=adata.n_obs, n_vars=adata.n_vars
+            path=str(data),
+            sha256=file_sha256(data) if main_rank else "",  # only rank 0 records the run
+            n_obs=adata.n_obs,
+            n_vars=adata.n_vars,
         )
     t_read = time.perf_counter() - t0
     mask = _train_mask(adata, holdout, keys)
@@ -141,7 +150,10 @@ def train_to_directory(
         if main_rank:  # still under the signal handlers: a late signal no longer interrupts writes
             prov = provenance(seed=config.seed, inputs={"drug_features": drug_features})
             split = holdout.to_dict() if mask is not None else {}
-            run.meta = replace(run.meta, provenance=prov, options=options or {}, holdout=split)
+            training = replace(run.meta.training, threads=n_threads, threads_source=threads_source)
+            run.meta = replace(
+                run.meta, provenance=prov, options=options or {}, holdout=split, training=training
+            )
             t_write = time.perf_counter()
             nograph = None
             if mask is not None:

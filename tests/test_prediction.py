@@ -149,3 +149,29 @@ def test_continuous_runs_are_not_clipped(tiny_run, monkeypatch):
     delta = cont - run.ref_cells
     np.testing.assert_allclose(delta, delta[0][None].repeat(len(delta), 0), atol=1e-5)
     assert not np.array_equal(cont, log_cells)
+
+
+def test_many_conditions_stream_to_disk_in_bounded_pieces(tiny_run, tmp_path, monkeypatch):
+    """Predictions of many conditions (every known drug x 4 doses) reach the file one chunk of
+    conditions at a time: no appended piece holds more than `chunk` conditions' cells, so memory
+    follows the chunk, not the number of conditions (issue 13)."""
+    import anndata as ad
+
+    from gimcli.data.io import H5adAppender
+    from gimcli.prediction import write_predictions
+
+    run, _ = tiny_run
+    drugs = sorted(run.meta.components)
+    req, new = build_requests(run, conditions=drugs, doses=[1.0, 10.0, 100.0, 1000.0])
+    sizes = []
+    append = H5adAppender.append
+    monkeypatch.setattr(
+        H5adAppender, "append", lambda self, piece: (sizes.append(piece.n_obs), append(self, piece))
+    )
+    path = tmp_path / "many.h5ad"
+    summary = write_predictions(run, req, path, new, n_cells=4, seed=0, chunk=3)
+    n_pred = 4 * len(req)
+    assert len(req) >= 12 and summary["n_conditions"] == len(req)
+    n_chunks = -(-len(req) // 3)  # one piece per chunk of conditions, then the controls
+    assert all(s <= 3 * 4 for s in sizes[:n_chunks]) and sum(sizes[:n_chunks]) == n_pred
+    assert sum(sizes) == summary["n_obs"] == ad.read_h5ad(path, backed="r").n_obs

@@ -132,6 +132,8 @@ def run_train(data: Path, out: Path, args) -> tuple[dict, float, int, float]:
     ]
     if args.backed:
         gim.append("--backed")
+    if getattr(args, "threads", 0):
+        gim += ["--threads", str(args.threads)]
     if args.nproc > 1:
         cmd = [
             sys.executable,
@@ -244,6 +246,7 @@ def analyse(summary: dict, meta: dict, wall: float, rss: int, csr: dict, args) -
         "data_rss_over_csr": (rss - args.base_rss) / csr["csr_bytes"],
         "file_bytes": csr["file_bytes"],
         "peak_gpu_bytes": tr.get("peak_gpu_bytes"),
+        "threads": tr.get("threads"),
     }
     flops = step_flops(d, K, cells_per_step, args.batching) * steps_s
     res["train_tflops"] = flops / 1e12
@@ -319,7 +322,7 @@ def write_results(path: Path, rows: list[dict]) -> None:
     ]
     hdr = (
         "| date | machine | note | cells x genes (modelled) | contexts | device | prec | batching "
-        "| procs | steps "
+        "| procs | threads | steps "
         "| end-to-end | CPU time | read | prepare | train | write | to best | cells/s | peak RSS "
         "GiB | CSR GiB | (RSS - imports)/CSR | GPU GiB "
         "| TFLOP/s (ratio to matmul peak) |"
@@ -338,13 +341,24 @@ def write_results(path: Path, rows: list[dict]) -> None:
             f"| {m['date']} | {mach} | {r.get('label', '')} | {x['cells']:,} x {x['genes_in']:,} "
             f"({x['genes']:,}) "
             f"| {x['contexts']:,} | {x['device']} | {x['precision']} | {x['batching']} | "
-            f"{x['nproc']} "
+            f"{x['nproc']} | {x.get('threads') or '-'} "
             f"| {x['steps_run']} | {x['wall_s']:.1f} | {x.get('cpu_s', float('nan')):.0f} | "
             f"{x['read_s']:.1f} | {x['prepare_s']:.1f} | {x['train_s']:.1f} "
             f"| {x['write_s']:.1f} | {x['time_to_best_s']:.1f} | {x['cells_per_s']:,.0f} | "
             f"{x['peak_rss_bytes'] / gb:.2f} "
             f"| {x['csr_bytes'] / gb:.2f} | {x['data_rss_over_csr']:.2f} | {gpu} | {fl} |"
         )
+    lines += [
+        "",
+        "`threads` = torch CPU threads per process (`--threads`; `-`: not recorded, before it",
+        "existed: torch's default or OMP_NUM_THREADS). GPU figures: no GPU was lent to the task",
+        "that added sharded reading (issue 13; the `device` tool said 'not drawn'), so none are",
+        "measured here yet; `bench/perf/run.py --device cuda --precision fp32|tf32|bf16` records",
+        "them (peak GPU memory, cells/s, TFLOP/s against a measured 8192^3 matmul peak).",
+    ]
+    import shards  # bench/perf/shards.py: its section survives this rewrite
+
+    lines += shards.section(shards.load(HERE / "shards.jsonl"))
     lines += ["", "Versions of each run:", ""]
     for r in rows:
         m = r["machine"]
@@ -372,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batching", default="full", choices=["full", "sampled"])
     ap.add_argument("--backed", action="store_true")
     ap.add_argument("--nproc", type=int, default=1, help="processes under torchrun")
+    ap.add_argument("--threads", type=int, default=0, help="gim train --threads (0: auto)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--work", type=Path, default=REPO / "bench" / "perf" / "_work", help="data and runs (large)"

@@ -141,6 +141,11 @@ def train(
     backed: bool = typer.Option(
         False, "--backed", help="Read cells in chunks from disk (files larger than memory)."
     ),
+    threads: int = typer.Option(
+        0,
+        help="CPU threads per process (0: OMP_NUM_THREADS if set, else SLURM_CPUS_PER_TASK or "
+        "the CPU affinity, shared among torchrun's processes on the node).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),

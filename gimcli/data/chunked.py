@@ -29,17 +29,18 @@ from gimcli.errors import InputError
 _CHUNK_NNZ = 20_000_000
 
 
-def row_chunks(X, *, chunk_nnz: int | None = None):
+def row_chunks(X, *, chunk_nnz: int | None = None, rows: tuple[int, int] | None = None):
     """Yield (start, CSR float32 rows) of a matrix in memory or an anndata backed dataset, about
-    `chunk_nnz` stored values at a time (default _CHUNK_NNZ, read at call time)."""
+    `chunk_nnz` stored values at a time (default _CHUNK_NNZ, read at call time); only the rows
+    `rows` = (first, stop) when given (a process's shard)."""
     chunk_nnz = chunk_nnz or _CHUNK_NNZ
-    n = X.shape[0]
+    first, n = rows if rows is not None else (0, X.shape[0])
     density = 1.0
     if hasattr(X, "nnz") or hasattr(X, "group"):  # sparse in memory / backed sparse dataset
         nnz = X.nnz if hasattr(X, "nnz") else X.group["data"].shape[0]
-        density = max(nnz / max(n * X.shape[1], 1), 1e-6)
+        density = max(nnz / max(X.shape[0] * X.shape[1], 1), 1e-6)
     step = max(1, int(chunk_nnz / max(density * X.shape[1], 1)))
-    for lo in range(0, n, step):
+    for lo in range(first, n, step):
         block = X[lo : min(lo + step, n)]
         block = block.tocsr() if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
         yield lo, block.astype(np.float32, copy=False)

@@ -79,14 +79,18 @@ def preprocess(
         how = " in chunks"
         kind = "counts" if is_counts else "log"
     else:
-        X = as_csr32(X)
+        X = _csr32_view(X)
         names = {"obs_names": adata.obs_names, "var_names": adata.var_names}
         kind = input_kind_of(
             X, input_kind, where=source, counts_layer=counts_layer is not None, **names
         )
         is_counts = kind == "counts"
         options["min_cells"] = min_cells
-        Xout, keep = _normalise_and_select(X, adata.var_names, kind, hvg_flavor, options)
+        if is_counts:  # normalised chunk by chunk into a new data array: X itself is not touched
+            X = _normalised_copy(X, options["target_sum"])
+        Xout, keep = _normalise_and_select(
+            X, adata.var_names, "log" if is_counts else kind, hvg_flavor, options
+        )
         how = ""
     genes = adata.var_names if keep is None else adata.var_names[keep]
     info = PreprocessInfo(
@@ -158,6 +162,38 @@ def _normalise_and_select(X, var_names, kind: str, flavor: str, options: dict):
     if keep.all():
         return sp.csr_matrix(tmp.X, dtype=np.float32), None
     return sp.csr_matrix(tmp[:, keep].X, dtype=np.float32), keep
+
+
+def _csr32_view(X) -> sp.csr_matrix:
+    """X as float32 CSR, without a copy when it already is one (read only from here on)."""
+    if sp.issparse(X) and X.format == "csr" and X.dtype == np.float32:
+        return X
+    return as_csr32(X)
+
+
+# Rows per chunk of the in-memory normalisation (bounds scanpy's temporaries to a chunk).
+_NORM_CHUNK_ROWS = 8_192
+
+
+def _normalised_copy(X: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
+    """normalize_total + log1p of X (scanpy's, per chunk of cells: both act on each cell alone,
+    so the values are those of the whole matrix) as a CSR that shares X's indices and indptr
+    (the sparsity pattern does not change) with a new data array: half of X's bytes instead of
+    a full copy plus scanpy's whole-matrix temporaries."""
+    from gimcli.data.chunked import _normalise
+
+    if not X.has_sorted_indices:  # the pattern is shared: it must be canonical as it stands
+        X = X.copy()
+        X.sort_indices()
+    data = np.empty_like(X.data)
+    for lo in range(0, X.shape[0], _NORM_CHUNK_ROWS):
+        hi = min(lo + _NORM_CHUNK_ROWS, X.shape[0])
+        block = _normalise(X[lo:hi], is_counts=True, target_sum=target_sum)
+        a, b = X.indptr[lo], X.indptr[hi]
+        if block.nnz != b - a:  # e.g. a stored zero dropped: no shared pattern; copy whole
+            return _normalise(X, is_counts=True, target_sum=target_sum).tocsr()
+        data[a:b] = block.data
+    return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape, copy=False)
 
 
 def as_csr32(X) -> sp.csr_matrix:

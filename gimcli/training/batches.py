@@ -40,28 +40,31 @@ def context_positions(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return rep, first, np.arange(len(rep)) - first[rep]
 
 
-def split_cells(cell_context: np.ndarray, n_contexts: int, val_fraction: float, seed: int):
-    """The training/validation split of cells by context: (cells, first index per context, number
-    of validation cells per context, cells per context); the first n_val cells of each context's
-    block are its validation cells. Deterministic in (cell_context, val_fraction, seed)."""
+def split_cells(cell_context: np.ndarray, K: int, val_fraction: float, seed: int):
+    """The training/validation split of the cells of each context, drawn from `seed`: (cells
+    grouped by context in random order, first position of each context, cells per context,
+    validation cells per context: the first `n_val` of each context's cells)."""
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(cell_context >= 0)
     # Shuffle, then stable-sort by context: cells of a context are contiguous, in random order.
     keep = keep[rng.permutation(len(keep))]
     keep = keep[np.argsort(cell_context[keep], kind="stable")]
-    counts = np.bincount(cell_context[keep], minlength=n_contexts)
+    counts = np.bincount(cell_context[keep], minlength=K)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     n_val = np.where(counts >= 10, np.floor(counts * val_fraction).astype(np.int64), 0)
-    return keep, starts, n_val, counts
+    return keep, starts, counts, n_val
 
 
-def validation_cells(cell_context: np.ndarray, n_contexts: int, val_fraction: float, seed: int):
-    """Bool per cell: whether training held it out as a validation cell (early stopping)."""
-    keep, starts, n_val, _ = split_cells(cell_context, n_contexts, val_fraction, seed)
-    out = np.zeros(len(cell_context), bool)
-    for s, n in zip(starts, n_val, strict=True):
-        out[keep[s : s + n]] = True
-    return out
+def validation_cells(
+    cell_context: np.ndarray, K: int, val_fraction: float, seed: int
+) -> np.ndarray:
+    """Bool per cell: held out for validation (the split of `split_cells`, as a mask)."""
+    keep, starts, _, n_val = split_cells(cell_context, K, val_fraction, seed)
+    ctx = cell_context[keep]
+    pos = np.arange(len(keep)) - starts[ctx]
+    is_val = np.zeros(len(cell_context), bool)
+    is_val[keep[pos < n_val[ctx]]] = True
+    return is_val
 
 
 class TrainData:
@@ -87,7 +90,7 @@ class TrainData:
         self.mean = torch.from_numpy(mean).to(device)
         self.sd = torch.from_numpy(sd).to(device)
         self.cell_group = cell_group
-        keep, starts, n_val, counts = split_cells(cell_context, self.K, val_fraction, seed)
+        keep, starts, counts, n_val = split_cells(cell_context, self.K, val_fraction, seed)
         self.split = {
             "val": (keep, starts, n_val),
             "train": (keep, starts + n_val, counts - n_val),

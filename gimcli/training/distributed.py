@@ -32,6 +32,79 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_world_size() -> int:
+    """Processes on this node under torchrun (1 otherwise)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
+def resolve_threads(threads: int = 0) -> tuple[int, str]:
+    """CPU threads for this process's torch and where the number came from: `threads` when > 0;
+    else OMP_NUM_THREADS when set (torchrun sets it to 1 per process); else SLURM_CPUS_PER_TASK
+    or the CPU affinity of this process, shared among the local processes of torchrun. torch's
+    own default (every core of the node) oversubscribes a shared or partly allocated node."""
+    if threads > 0:
+        return threads, "--threads"
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "OMP_NUM_THREADS"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus, src = int(slurm), "SLURM_CPUS_PER_TASK"
+    else:
+        try:
+            cpus, src = len(os.sched_getaffinity(0)), "CPU affinity"
+        except AttributeError:  # platforms without sched_getaffinity
+            cpus, src = os.cpu_count() or 1, "CPU count"
+    local = local_world_size()
+    return max(1, cpus // local), src + (f" / {local} local processes" if local > 1 else "")
+
+
+def set_threads(threads: int = 0) -> tuple[int, str]:
+    """Apply `resolve_threads` to torch (intra-op threads); returns (threads, source)."""
+    n, src = resolve_threads(threads)
+    torch.set_num_threads(n)
+    log.info("torch threads: %d (%s)", n, src)
+    return n, src
+
+
+def peak_rss_per_rank() -> list[int]:
+    """Peak resident memory (bytes) of each process so far, gathered by an all-reduce (Linux:
+    ru_maxrss in KiB); one process: its own."""
+    import resource
+
+    rank, world = rank_and_world()
+    mine = np.zeros(world)
+    mine[rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return [int(v) for v in all_reduce_sum(mine)[0]]
+
+
+def all_reduce_sum(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Element-wise sums of each array over every process, as float64 (one all-reduce for all of
+    them). Without a process group (one process) the arrays come back unchanged: the same code
+    runs sharded and alone. NCCL reduces on this process's GPU, gloo on the host."""
+    out = [np.asarray(a, np.float64) for a in arrays]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return out
+    dev = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        dev = torch.device("cuda", torch.cuda.current_device())
+    flat = torch.cat([torch.from_numpy(a).reshape(-1) for a in out]).to(dev)
+    dist.all_reduce(flat)
+    flat = flat.cpu().numpy()
+    res, i = [], 0
+    for a in out:
+        res.append(flat[i : i + a.size].reshape(a.shape))
+        i += a.size
+    return res
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, processes) of the initialised process group, or (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def local_device(device: torch.device) -> torch.device:
     """Under torchrun, CUDA processes use the GPU of their local rank."""
     if device.type == "cuda" and env_world_size() > 1 and device.index is None:

@@ -21,14 +21,22 @@ from gimcli.config import DataKeys, TrainConfig
 from gimcli.data.contexts import Contexts, build_contexts, dose_transform
 from gimcli.data.features import FeatureSpec, perturbed_genes, training_features
 from gimcli.data.preprocess import PreprocessInfo, preprocess
+from gimcli.data.sharded import open_shard, select_genes
 from gimcli.errors import InputError
 from gimcli.gimrun import GimRun
 from gimcli.model.module import ContextBatch, GIMModule
 from gimcli.provenance import versions
 from gimcli.schema import MODEL_FORMAT_VERSION, Covariates, InputInfo, RunMeta, TrainingSummary
-from gimcli.training.batches import TrainData
-from gimcli.training.distributed import DataParallel, local_device
+from gimcli.training.batches import TrainData, validation_cells
+from gimcli.training.distributed import (
+    DataParallel,
+    all_reduce_sum,
+    local_device,
+    peak_rss_per_rank,
+    rank_and_world,
+)
 from gimcli.training.loop import History, optimise
+from gimcli.training.sharded import ShardedStats, sharded_statistics
 from gimcli.training.standardisation import control_standardisation
 from gimcli.training.stats import peak_gpu_bytes, step_data
 
@@ -96,24 +104,37 @@ def fit_run(
     keys, cfg = keys or DataKeys(), config or TrainConfig()
     dev = local_device(resolve_device(device))
     ddp = DataParallel.from_env(dev)  # under torchrun: contexts sharded over processes
-    data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
     # held-out knock-outs' genes stay modelled, so that they can be predicted (GimRun, unseen rule)
     held = None if train_mask is None else adata.obs[keys.perturbation_key][~np.asarray(train_mask)]
     also = _components_of(held, keys)
-    prep = prepare(data, keys, drug_features=drug_features, config=cfg, also_perturbed=also)
-    tdata = TrainData(
-        prep.X,
-        prep.contexts.cell_context,
-        prep.context_batch,
-        prep.cell_group,
-        prep.std_mean,
-        prep.std_sd,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        device=dev,
-    )
-    shard = ddp.shard(tdata.split["train"][2] + tdata.split["val"][2]) if ddp else None
-    tdata, t_prep = step_data(tdata, cfg, contexts=shard), time.perf_counter() - t_start
+    if sharded_reading(adata, cfg):
+        prep, tdata = prepare_sharded(
+            adata,
+            keys,
+            drug_features=drug_features,
+            config=cfg,
+            train_mask=train_mask,
+            also_perturbed=also,
+            ddp=ddp,
+            device=dev,
+        )
+    else:
+        data = adata if train_mask is None else adata[np.asarray(train_mask, bool)]
+        prep = prepare(data, keys, drug_features=drug_features, config=cfg, also_perturbed=also)
+        tdata = TrainData(
+            prep.X,
+            prep.contexts.cell_context,
+            prep.context_batch,
+            prep.cell_group,
+            prep.std_mean,
+            prep.std_sd,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            device=dev,
+        )
+        shard = ddp.shard(tdata.split["train"][2] + tdata.split["val"][2]) if ddp else None
+        tdata = step_data(tdata, cfg, contexts=shard)
+    t_prep = time.perf_counter() - t_start
     log.info(
         "training on %d cells, %d contexts (%d components), %d genes, device %s",
         prep.n_cells,
@@ -129,6 +150,7 @@ def fit_run(
         return module.to(dev, torch.float32)  # whatever the default dtype
 
     module, hist = _best_restart(new_module, tdata, cfg, ddp, progress, checkpoint)
+    rss = peak_rss_per_rank()
     if ddp:
         ddp.close()
     module.eval()
@@ -146,6 +168,9 @@ def fit_run(
         prepare_seconds=t_prep,
         peak_gpu_bytes=peak_gpu_bytes(dev),
         n_cells=prep.n_cells,
+        threads=torch.get_num_threads(),
+        peak_rss_bytes=rss,
+        stage_seconds=prep.stage_seconds,
     )
     run = GimRun(
         module=module.cpu(),
@@ -157,7 +182,7 @@ def fit_run(
         posterior_shift=posterior_shift,
         posterior_spike=posterior_spike,
         posterior_logodds=posterior_logodds,
-        ref_cells=prep.X[prep.ref_rows].toarray().astype(np.float32),
+        ref_cells=prep.ref_cells(),
         ref_group=prep.cell_group[prep.ref_rows].astype(np.int64),
     )
     return run, hist
@@ -167,7 +192,7 @@ def fit_run(
 class Prepared:
     """A screen made ready for training: cells, contexts, features and standardisation."""
 
-    X: sp.csr_matrix  # log-normalised cells x modelled genes
+    X: sp.csr_matrix | None  # log-normalised cells x modelled genes (None: read in shards)
     preprocess: PreprocessInfo
     contexts: Contexts
     spec: FeatureSpec
@@ -179,6 +204,13 @@ class Prepared:
     ref_rows: np.ndarray  # the reference control cells kept in model.pt
     dose_scale: float
     context_batch: ContextBatch
+    ref_X: np.ndarray | None = None  # the reference cells, dense, when X is not kept
+    stage_seconds: dict[str, float] | None = None  # of sharded reading: genes, statistics
+
+    def ref_cells(self) -> np.ndarray:
+        if self.ref_X is not None:
+            return self.ref_X
+        return self.X[self.ref_rows].toarray().astype(np.float32)
 
     @property
     def n_cells(self) -> int:
@@ -236,8 +268,52 @@ def prepare(
     `also_perturbed`: names of perturbations outside `data` whose genes (identity features) are
     kept among the modelled genes."""
     cfg = config
+    ctx, spec, comp_feats = _contexts_and_features(data.obs, keys, drug_features, cfg)
+    target_gene, forced = _perturbed_genes(
+        ctx, spec, data.var_names, data.obs, keys, also_perturbed
+    )
+    X, pinfo = preprocess(
+        data,
+        counts_layer=keys.counts_layer,
+        n_top_genes=cfg.n_top_genes,
+        hvg_flavor=cfg.hvg_flavor,
+        target_sum=cfg.target_sum,
+        force_genes=forced,
+        input_kind=keys.input_kind,
+        min_cells=keys.min_cells,
+    )
+    cell_group, is_ctrl_cell = _cell_groups(ctx)
+    mean, sd = control_standardisation(
+        X, cell_group, is_ctrl_cell, len(ctx.groups), ctx.cell_context
+    )
+    return _prepared(
+        X, pinfo, ctx, spec, comp_feats, cell_group, is_ctrl_cell, mean, sd, cfg, target_gene
+    )
+
+
+def _perturbed_genes(ctx, spec, var_names, obs, keys, also_perturbed):
+    """Identity features: the measured gene of each training component (its likely target) and
+    the genes kept among the modelled ones whatever their variance: those, and the genes of the
+    held-out knock-outs `also_perturbed` (name or guide stem), so that these can be predicted."""
+    if spec.kind != "identity":
+        return {}, None
+    target_gene = perturbed_genes(ctx.comp_names, var_names, obs=obs, keys=keys)
+    held = perturbed_genes(also_perturbed or [], var_names)
+    return target_gene, sorted({*target_gene.values(), *held.values()})
+
+
+def _cell_groups(ctx: Contexts) -> tuple[np.ndarray, np.ndarray]:
+    """Covariate group of each cell, and whether it is a control cell of a kept context."""
+    cell_ctx = ctx.cell_context
+    cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
+    is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]
+    return cell_group, is_ctrl_cell
+
+
+def _contexts_and_features(obs: pd.DataFrame, keys, drug_features, cfg):
+    """The contexts and the features of their components: from obs alone."""
     ctx = build_contexts(
-        data.obs,
+        obs,
         perturbation_key=keys.perturbation_key,
         control=keys.control,
         dose_key=keys.dose_key,
@@ -250,32 +326,18 @@ def prepare(
             f"no perturbed cells: every cell in obs[{keys.perturbation_key!r}] is {keys.control!r}"
         )
     spec, comp_feats = training_features(
-        data.obs, ctx.comp_names, keys=keys, drug_features=drug_features, config=cfg
+        obs, ctx.comp_names, keys=keys, drug_features=drug_features, config=cfg
     )
-    identity = spec.kind == "identity"
-    target_gene = (
-        perturbed_genes(ctx.comp_names, data.var_names, obs=data.obs, keys=keys) if identity else {}
-    )
-    held_genes = perturbed_genes(also_perturbed or [], data.var_names) if identity else {}
-    X, pinfo = preprocess(
-        data,
-        counts_layer=keys.counts_layer,
-        n_top_genes=cfg.n_top_genes,
-        hvg_flavor=cfg.hvg_flavor,
-        target_sum=cfg.target_sum,
-        # likely targets; held-out knock-outs' genes too (name or guide stem), to be predicted
-        force_genes=sorted({*target_gene.values(), *held_genes.values()}) if identity else None,
-        input_kind=keys.input_kind,
-        min_cells=keys.min_cells,
-    )
+    return ctx, spec, comp_feats
+
+
+def _prepared(
+    X, pinfo, ctx, spec, comp_feats, cell_group, is_ctrl_cell, mean, sd, cfg, target_gene
+):
     gene_of = {g: i for i, g in enumerate(pinfo.genes)}
     comp_gene = np.array(
         [gene_of.get(target_gene.get(c, ""), -1) for c in ctx.comp_names], np.int64
     )
-    cell_ctx = ctx.cell_context
-    cell_group = np.where(cell_ctx >= 0, ctx.cov_group[np.maximum(cell_ctx, 0)], 0)
-    is_ctrl_cell = (cell_ctx >= 0) & ctx.table["is_control"].to_numpy()[np.maximum(cell_ctx, 0)]
-    mean, sd = control_standardisation(X, cell_group, is_ctrl_cell, len(ctx.groups), cell_ctx)
     max_dose = float(ctx.comp_dose.max()) if ctx.comp_dose.size else 1.0
     dose_scale = float(np.log10(1.0 + max_dose)) if max_dose > 0 else 1.0
     cb = ContextBatch.gather(
@@ -299,6 +361,100 @@ def prepare(
         dose_scale=dose_scale,
         context_batch=cb,
     )
+
+
+def sharded_reading(adata: ad.AnnData, cfg: TrainConfig) -> bool:
+    """Whether each process reads only its rows of the file (gimcli.training.sharded): a backed
+    input (`--backed`; under torchrun always) trained with full-data statistics. Sampled batches
+    need random access to every cell, so they keep the whole modelled matrix in memory."""
+    if not adata.isbacked:
+        return False
+    if cfg.batching != "full":
+        log.info("--batching %s reads the modelled genes of every cell into memory", cfg.batching)
+        return False
+    return True
+
+
+def prepare_sharded(
+    adata: ad.AnnData,
+    keys: DataKeys,
+    *,
+    drug_features: pd.DataFrame | None,
+    config: TrainConfig,
+    train_mask: np.ndarray | None,
+    ddp: DataParallel | None,
+    device: torch.device,
+    also_perturbed: list[str] | None = None,
+) -> tuple[Prepared, ShardedStats]:
+    """`prepare` and the training statistics of a backed file, each process reading only its
+    rows (all rows on one process), one chunk at a time; sums are all-reduced, so every process
+    ends with the statistics one process reading the whole file would have."""
+    cfg = config
+    rank, world = rank_and_world()
+    n_file = adata.n_obs
+    rows = np.arange(n_file) if train_mask is None else np.flatnonzero(train_mask)
+    obs = adata.obs if train_mask is None else adata.obs.iloc[rows]
+    ctx, spec, comp_feats = _contexts_and_features(obs, keys, drug_features, cfg)
+    target_gene, forced = _perturbed_genes(ctx, spec, adata.var_names, obs, keys, also_perturbed)
+    reader = open_shard(
+        adata, counts_layer=keys.counts_layer, target_sum=cfg.target_sum, rank=rank, world=world
+    )
+    row_mask = None
+    if train_mask is not None:
+        row_mask = np.asarray(train_mask, bool)
+    t = time.perf_counter()
+    cols, pinfo = select_genes(
+        reader,
+        n_top_genes=cfg.n_top_genes,
+        hvg_flavor=cfg.hvg_flavor,
+        force_genes=forced,
+        row_mask=row_mask,
+        reduce=all_reduce_sum,
+    )
+    t_hvg = time.perf_counter() - t
+    cell_group, is_ctrl_cell = _cell_groups(ctx)
+    K = ctx.n_contexts
+    is_val = validation_cells(ctx.cell_context, K, cfg.val_fraction, cfg.seed)
+
+    def on_file(a: np.ndarray, fill) -> np.ndarray:  # per training cell -> per row of the file
+        out = np.full(n_file, fill, a.dtype)
+        out[rows] = a
+        return out
+
+    t, passes = time.perf_counter(), {}
+    mean, sd, sum_x, n, W = sharded_statistics(
+        reader,
+        cols,
+        cell_context=on_file(ctx.cell_context, -1),
+        is_val=on_file(is_val, False),
+        cell_group=on_file(cell_group, 0),
+        ctx_group=ctx.cov_group,
+        is_control_ctx=ctx.table["is_control"].to_numpy(),
+        n_groups=len(ctx.groups),
+        check=pinfo.hvg_flavor is None,  # no gene-selection pass checked the values
+        reduce=all_reduce_sum,
+        device=device,
+        timings=passes,
+    )
+    t_stats = time.perf_counter() - t
+    log.info(
+        "statistics of rows %d-%d (process %d of %d): genes %.1f s, sums and scatter %.1f s",
+        *reader.rows,
+        rank,
+        world,
+        t_hvg,
+        t_stats,
+    )
+    prep = _prepared(
+        None, pinfo, ctx, spec, comp_feats, cell_group, is_ctrl_cell, mean, sd, cfg, target_gene
+    )
+    prep.ref_X = reader.rows_of(rows[prep.ref_rows], cols).toarray().astype(np.float32)
+    prep.stage_seconds = {"genes": t_hvg, **passes}
+    shard = ddp.shard(n["train"] + n["val"]) if ddp else None
+    stats = ShardedStats(
+        sum_x, n, W, prep.context_batch, device=device, precision=cfg.precision, shard=shard
+    )
+    return prep, stats
 
 
 def _best_restart(new_module, tdata, cfg, ddp, progress, checkpoint) -> tuple[GIMModule, History]:

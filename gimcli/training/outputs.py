@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = None) -> ad.AnnData:
-    """A copy of the input with the training contexts and their posterior target probabilities.
+    """The input with the training contexts and their posterior target probabilities, as a new
+    AnnData that shares the input's cell matrices (X, layers, obsm: written, never changed; a
+    copy of X would add the whole matrix to the peak memory of `gim train`) and copies the rest.
 
     obs['gim_context']: context label of each training cell ('' for cells not trained on);
     varm['gim_target_prob']: genes x contexts posterior (NaN for genes that were not modelled);
@@ -37,7 +39,19 @@ def annotate(adata: ad.AnnData, run: GimRun, train_mask: np.ndarray | None = Non
     does not saturate where the probability is 1.0);
     uns['gim']: parameters, versions, seed, the context table and diagnostics.
     """
-    out = adata.copy()
+    import copy
+
+    out = ad.AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=copy.deepcopy(dict(adata.uns)),
+        obsm=dict(adata.obsm),
+        varm={k: adata.varm[k] for k in adata.varm},
+        layers=dict(adata.layers),
+        obsp=dict(adata.obsp),
+        varp=dict(adata.varp),
+    )
     meta = run.meta
     tc = run.contexts.astype({"dose": str})
     labels = context_labels(tc, run.cov_keys)

@@ -72,3 +72,27 @@ def pooled_within_variance(
         s2 += (ind @ sub.multiply(sub)).toarray()
     within = np.maximum(s2 - s1 * s1 / n[:, None], 0.0).sum(0)
     return within / max(len(rows) - len(ctx), 1)
+
+
+def standardisation_from_sums(
+    s1: np.ndarray,
+    s2: np.ndarray,
+    n: np.ndarray,
+    ctx_group: np.ndarray,
+    is_control_ctx: np.ndarray,
+    n_groups: int,
+):
+    """`control_standardisation` from sums over cells read in chunks (or by several processes):
+    per context the sum of each gene (s1, K x d), of its square (s2) and the cell count (n).
+    The same formulas: control mean, pooled within-context sd with the same floor."""
+    means, sds = [], []
+    for g in range(n_groups):
+        ctrl = np.flatnonzero(is_control_ctx & (ctx_group == g) & (n > 0))
+        m = s1[ctrl].sum(0) / max(n[ctrl].sum(), 1)
+        ks = np.flatnonzero((ctx_group == g) & (n > 0))
+        within = np.maximum(s2[ks] - s1[ks] ** 2 / n[ks, None], 0.0).sum(0)
+        sd = np.sqrt(within / max(n[ks].sum() - len(ks), 1))
+        floor = max(0.1 * float(np.median(sd)), 1e-2)
+        means.append(m)
+        sds.append(np.maximum(sd, floor))
+    return np.stack(means).astype(np.float32), np.stack(sds).astype(np.float32)
