@@ -238,19 +238,20 @@ class GimRun:
                     continue
                 t, R = entry
                 t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
-                delta = w * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
+                delta = w * _interp_rows(t0, t, R)
                 shift[k, c] += delta  # on and off target alike: E[u] moves by delta
                 spike[k, c] += delta
 
     def _neighbour_residual(self, comps, doses, requests, new_features, shift, spike) -> None:
-        """A new drug (in place): plus w times the similarity-weighted mean dose residual of its
-        `_N_NEIGHBOURS` most similar training drugs in its covariate group, at its dose. The
-        network's prior is smooth in the features and shrunk by weight decay; the neighbours'
-        residuals carry what their cells said beyond it. w in [0, 1] is fitted leave-one-drug-out
-        over the training drugs (`_neighbour_weight`); w = 0 turns it off."""
+        """A new drug (in place): plus w_near times the similarity-weighted mean dose residual of
+        its `_N_NEIGHBOURS` most similar training drugs in its covariate group, and w_all times the
+        mean dose residual of all of them, at its dose. The network's prior is smooth in the
+        features and shrunk by weight decay; the residuals carry what the drugs' cells said beyond
+        it, locally (neighbours) and in common (all). The weights, in [0, 1], are fitted
+        leave-one-drug-out over the training drugs (`_neighbour_weight`); 0 turns a term off."""
         table, _ = self._dose_residuals
         w = self._neighbour_weight
-        if w <= 0:
+        if not any(w):
             return
         known = set(self.meta.components)
         cov_rows = self._cov_tuples(requests)
@@ -259,47 +260,55 @@ class GimRun:
                 if name in known or name not in new_features:
                     continue
                 t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
-                delta = self._neighbour_mean(new_features[name], t0, covs, table, exclude=None)
-                if delta is not None:
-                    shift[k, c] += w * delta
-                    spike[k, c] += w * delta
+                parts = self._neighbour_mean(new_features[name], t0, covs, table, exclude=None)
+                if parts is not None:
+                    delta = w[0] * parts[0] + w[1] * parts[1]
+                    shift[k, c] += delta
+                    spike[k, c] += delta
 
     def _neighbour_mean(self, feat, t0, covs, table, *, exclude):
-        """Similarity-weighted mean residual at transformed dose t0 of the most similar training
-        components measured in group `covs` (None if there are none with similarity > 0)."""
+        """(similarity-weighted mean residual of the most similar training components, mean
+        residual of all) at transformed dose t0, over the components measured in group `covs`
+        (None if there are none; the first is 0 when no similarity is > 0)."""
         names = [n for n in self._feature_of if (n, covs) in table and n != exclude]
         if not names:
             return None
         F = np.stack([self._feature_of[n] for n in names])
         sim = self.spec.similarity(np.asarray(feat, np.float32)[None], F)[0]
+        at = np.stack([_interp_rows(t0, *table[(n, covs)]) for n in names])
         top = np.argsort(-sim, kind="stable")[:_N_NEIGHBOURS]
         top = top[sim[top] > 0]
-        if not len(top):
-            return None
-        out = 0.0
-        for i in top:
-            t, R = table[(names[i], covs)]
-            out = out + sim[i] * np.array([np.interp(t0, t, R[:, j]) for j in range(R.shape[1])])
-        return out / sim[top].sum()
+        near = (sim[top] @ at[top]) / sim[top].sum() if len(top) else np.zeros(at.shape[1])
+        return near, at.mean(0)
 
     @cached_property
     def _feature_of(self) -> dict[str, np.ndarray]:
         return {n: self.comp_feats[i] for i, n in enumerate(self.meta.components)}
 
     @cached_property
-    def _neighbour_weight(self) -> float:
-        """Least-squares weight in [0, 1] of the neighbours' residual, each training drug's
-        residual at each of its doses predicted from the other drugs'."""
+    def _neighbour_weight(self) -> tuple[float, float]:
+        """Least-squares weights in [0, 1] of the neighbours' and of all drugs' residual, each
+        training drug's residual at each of its doses predicted from the other drugs'."""
+        from scipy.optimize import lsq_linear
+
         table, _ = self._dose_residuals
-        num = den = 0.0
+        cols, target = [], []
         for (name, covs), (t, R) in table.items():
             for i in range(len(t)):
-                P = self._neighbour_mean(
+                parts = self._neighbour_mean(
                     self._feature_of[name], float(t[i]), covs, table, exclude=name
                 )
-                if P is not None:
-                    num, den = num + float(P @ R[i]), den + float(P @ P)
-        return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+                if parts is not None:
+                    cols.append(np.stack(parts, 1))
+                    target.append(R[i])
+        if not cols:
+            return 0.0, 0.0
+        A = np.concatenate(cols).astype(np.float64)
+        y = np.concatenate(target).astype(np.float64)
+        if not np.any(A):
+            return 0.0, 0.0
+        w = lsq_linear(A, y, bounds=(0.0, 1.0)).x
+        return float(w[0]), float(w[1])
 
     @cached_property
     def _dose_residuals(self) -> tuple[dict, float]:
@@ -337,7 +346,7 @@ class GimRun:
             table[key] = (tt, R)
             for m in range(1, len(idx) - 1):  # interior doses, each from its neighbours
                 rest = [q for q in range(len(idx)) if q != m]
-                P = np.array([np.interp(tt[m], tt[rest], R[rest, j]) for j in range(R.shape[1])])
+                P = _interp_rows(float(tt[m]), tt[rest], R[rest])
                 num, den = num + float(P @ R[m]), den + float(P @ P)
         w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
         return table, w
@@ -626,6 +635,19 @@ _OPTIONAL_ARRAYS = (
     "ref_cells",
     "ref_group",
 )
+
+
+def _interp_rows(t0: float, t: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Rows R (n, d) at sorted points t, linearly interpolated at t0 (constant past the ends)."""
+    if len(t) == 1 or t0 <= t[0]:
+        return R[0]
+    if t0 >= t[-1]:
+        return R[-1]
+    i = int(np.searchsorted(t, t0, side="right"))
+    a = (t0 - t[i - 1]) / (t[i] - t[i - 1])
+    return (1 - a) * R[i - 1] + a * R[i]
+
+
 # Training drugs whose residuals a new drug borrows (GimRun._neighbour_residual).
 _N_NEIGHBOURS = 5
 # The log-odds of a component a context does not have (log(0) without infinities in the sums).
