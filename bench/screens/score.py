@@ -146,7 +146,8 @@ class Scorer:
         when it has one, else the posterior probability `prob`) and |mean shift| / control sd."""
         run, ref = self.run, self.ref
         d = len(run.genes)
-        ex = gim.explain(run, top_targets=d, n_downstream=0)
+        # every gene ranked: explain lists only confident targets (prob >= 0.5) by default
+        ex = gim.explain(run, top_targets=d, n_downstream=0, min_prob=0.0)
         col = "log_odds" if "log_odds" in ex.columns else "prob"
         ex = ex[ex["kind"] == "target"].astype({"dose": str})
         wide = ex.pivot_table(index=["condition", "dose"], columns="gene", values=col)
