@@ -79,7 +79,7 @@ def backed(screen) -> Path:
 def test_torchrun_two_processes_match_one(screen, reference, backed):
     """Each of 2 gloo processes reads only its half of the rows (sharded reading) and the
     contexts are sharded for the steps. Stated tolerances after 60 exact steps (at 150, with the
-    present defaults, one layer and weight decay 1.0, Adam grew the summation-order rounding to
+    one hidden layer and weight decay 1.0, Adam grew the summation-order rounding to
     6e-3 in B: the optimiser's path, not the statistics, which test_sharded_statistics_...
     compares directly):
     - against one process reading the same file in chunks (--backed, the same statistics up to
@@ -106,10 +106,11 @@ def test_torchrun_two_processes_match_one(screen, reference, backed):
 def test_backed_reading_gives_the_same_run(screen, reference, backed):
     """--backed reads in chunks and never holds the modelled matrix (gimcli.training.sharded):
     the statistics equal the in-memory ones to float32 rounding, so after 60 steps B is within
-    0.02 (measured 0.011) and the posteriors within 1e-3 (measured 4e-5)."""
+    0.02 and the posteriors within 5e-3 (measured 4e-5 with weight decay 0.1 and two layers,
+    1.2e-3 with the present defaults: Adam's path amplifies the rounding)."""
     a, b = _weights(reference), _weights(backed)
     assert float((a["module.sem.B"] - b["module.sem.B"]).abs().max()) < 0.02
-    assert np.nanmax(np.abs(_posterior(reference) - _posterior(backed))) < 1e-3
+    assert np.nanmax(np.abs(_posterior(reference) - _posterior(backed))) < 5e-3
     assert torch.equal(a["ref_cells"], b["ref_cells"])  # the same reference control cells
     # annotated.h5ad is the input plus annotations: the copied cell matrix is the input's
     src, ann = ad.read_h5ad(screen), ad.read_h5ad(backed / "annotated.h5ad")
