@@ -314,25 +314,17 @@ class GimRun:
     def _dose_residuals(self) -> tuple[dict, float]:
         """Per (component, covariates) measured alone: its transformed doses (sorted) and
         residuals (n, d); and the weight w of the interpolated residual."""
-        tc = self.contexts
-        ctrl = tc["is_control"].astype(bool).to_numpy()
-        rows = [
-            i
-            for i, cond in enumerate(tc["condition"])
-            if not ctrl[i] and len(self.meta.keys.combinations.split(str(cond))) == 1
-        ]
+        rows = sorted(self._posterior_index[1].values())  # single perturbed contexts
         if not rows or self.posterior is None or self.posterior_shift is None:
             return {}, 0.0
-        sub = tc.iloc[rows].reset_index(drop=True)
+        sub = self.contexts.iloc[rows].reset_index(drop=True)
         cb = self.context_batch(
             [[str(c)] for c in sub["condition"]], [dose_parts(d) for d in sub["dose"]], sub
         )
         with torch.no_grad():
             logits, shifts = self.module.interventions(cb)
         prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
-        spike = self.posterior_spike[rows] if self.posterior_spike is not None else 0.0
-        post = self.posterior[rows]
-        resid = post * self.posterior_shift[rows] + (1 - post) * spike - prior
+        resid = self._posterior_direct[rows] - prior
         t = cb.dose_t[:, 0].numpy()
         groups: dict = {}
         for i, key in enumerate(
@@ -404,11 +396,8 @@ class GimRun:
         groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
         part = (1 - self.posterior) * self.posterior_spike
         acc: dict[int, dict[float, list[np.ndarray]]] = {}
-        for k in np.flatnonzero(~tc["is_control"].astype(bool).to_numpy()):
-            dl = dose_parts(tc["dose"].iloc[k])
-            if len(self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))) != 1:
-                continue
-            acc.setdefault(int(groups[k]), {}).setdefault(round(dl[0], 9), []).append(part[k])
+        for (_, dose, _), k in sorted(self._posterior_index[1].items(), key=lambda kv: kv[1]):
+            acc.setdefault(int(groups[k]), {}).setdefault(dose, []).append(part[k])
         return {
             g: (list(by), np.stack([np.mean(v, 0) for v in by.values()])) for g, by in acc.items()
         }
@@ -422,8 +411,7 @@ class GimRun:
         of measured genes, each predicted from the others (1 where there are fewer than 3)."""
         tc = self.contexts
         G, d = len(self.std_mean), len(self.genes)
-        spike = self.posterior_spike if self.posterior_spike is not None else 0.0
-        direct = self.posterior * self.posterior_shift + (1 - self.posterior) * spike
+        direct = self._posterior_direct
         with torch.no_grad():
             total = self.module.sem.propagate(torch.from_numpy(direct.astype(np.float32))).numpy()
             A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
@@ -468,6 +456,12 @@ class GimRun:
                 num, den = num + resid @ v, den + v @ v
             weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
         return own, rest, weight
+
+    @cached_property
+    def _posterior_direct(self) -> np.ndarray:
+        """(K, d) posterior mean direct shift E[u] of each training context, on and off target."""
+        spike = self.posterior_spike if self.posterior_spike is not None else 0.0
+        return self.posterior * self.posterior_shift + (1 - self.posterior) * spike
 
     def _posterior_of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         spike = self.posterior_spike[i] if self.posterior_spike is not None else 0.0

@@ -59,16 +59,7 @@ def preprocess(
     so that their own condition can name them as direct targets. A backed AnnData is read in
     chunks (gimcli.data.chunked), with the same values.
     """
-    if counts_layer is not None:
-        if counts_layer not in adata.layers:
-            raise InputError(
-                f"--counts-layer {counts_layer!r}: no such layer (have {sorted(adata.layers)})"
-            )
-        X, source = adata.layers[counts_layer], f"layers[{counts_layer}]"
-    else:
-        X, source = adata.X, "X"
-    if X is None:
-        raise InputError("the file has no expression matrix in X")
+    X, source = expression_matrix(adata, counts_layer)
     options = {"n_top_genes": n_top_genes, "target_sum": target_sum, "force_genes": force_genes}
     if adata.isbacked and (input_kind == "continuous" or min_cells):
         raise InputError("--input continuous and --min-cells are not available with --backed yet")
@@ -194,6 +185,21 @@ def _normalised_copy(X: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
             return _normalise(X, is_counts=True, target_sum=target_sum).tocsr()
         data[a:b] = block.data
     return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape, copy=False)
+
+
+def expression_matrix(adata: ad.AnnData, counts_layer: str | None):
+    """(matrix, its name for messages): `layers[counts_layer]` when given, else X."""
+    if counts_layer is not None:
+        if counts_layer not in adata.layers:
+            raise InputError(
+                f"--counts-layer {counts_layer!r}: no such layer (have {sorted(adata.layers)})"
+            )
+        X, source = adata.layers[counts_layer], f"layers[{counts_layer}]"
+    else:
+        X, source = adata.X, "X"
+    if X is None:
+        raise InputError("the file has no expression matrix in X")
+    return X, source
 
 
 def as_csr32(X) -> sp.csr_matrix:

@@ -26,7 +26,7 @@ from gimcli.data.checks import (
     looks_like_counts,
 )
 from gimcli.data.chunked import _normalise, row_chunks, seurat_hvg, with_forced_genes
-from gimcli.data.preprocess import PreprocessInfo
+from gimcli.data.preprocess import PreprocessInfo, expression_matrix
 from gimcli.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -93,16 +93,7 @@ def open_shard(
 ) -> ShardReader:
     """The reader of this process's rows; whether X holds counts is decided on the file's first
     rows, which every process reads alike."""
-    if counts_layer is not None:
-        if counts_layer not in adata.layers:
-            raise InputError(
-                f"--counts-layer {counts_layer!r}: no such layer (have {sorted(adata.layers)})"
-            )
-        X, source = adata.layers[counts_layer], f"layers[{counts_layer}]"
-    else:
-        X, source = adata.X, "X"
-    if X is None:
-        raise InputError("the file has no expression matrix in X")
+    X, source = expression_matrix(adata, counts_layer)
     first = next(row_chunks(X, chunk_nnz=DETECT_SAMPLE))[1]
     is_counts = looks_like_counts(first)
     if counts_layer is not None:
