@@ -270,16 +270,34 @@ class GimRun:
         """(similarity-weighted mean residual of the most similar training components, mean
         residual of all) at transformed dose t0, over the components measured in group `covs`
         (None if there are none; the first is 0 when no similarity is > 0)."""
-        names = [n for n in self._feature_of if (n, covs) in table and n != exclude]
+        names, F = self._measured_by_group.get(covs, ([], None))
+        if exclude is not None and exclude in names:
+            keep = [i for i, n in enumerate(names) if n != exclude]
+            names, F = [names[i] for i in keep], F[keep]
         if not names:
             return None
-        F = np.stack([self._feature_of[n] for n in names])
         sim = self.spec.similarity(np.asarray(feat, np.float32)[None], F)[0]
         at = np.stack([_interp_rows(t0, *table[(n, covs)]) for n in names])
         top = np.argsort(-sim, kind="stable")[:_N_NEIGHBOURS]
         top = top[sim[top] > 0]
         near = (sim[top] @ at[top]) / sim[top].sum() if len(top) else np.zeros(at.shape[1])
         return near, at.mean(0)
+
+    @cached_property
+    def _measured_by_group(self) -> dict[tuple, tuple[list[str], np.ndarray]]:
+        """Per covariate group: the training components measured alone there, and their feature
+        rows, stacked once (`_neighbour_weight` asks for every training drug and dose)."""
+        table, _ = self._dose_residuals
+        out: dict[tuple, list[str]] = {}
+        for n in self._feature_of:  # component order, as the similarity ranking's tie-break
+            for covs in self._group_tuples:
+                if (n, covs) in table:
+                    out.setdefault(covs, []).append(n)
+        return {c: (ns, np.stack([self._feature_of[n] for n in ns])) for c, ns in out.items()}
+
+    @cached_property
+    def _group_tuples(self) -> list[tuple]:
+        return list(dict.fromkeys(self._cov_tuples(self.contexts)))
 
     @cached_property
     def _feature_of(self) -> dict[str, np.ndarray]:
