@@ -52,6 +52,7 @@ class GimRun:
     )
     posterior_spike: np.ndarray | None = None  # (K, d) ... if not targeted
     posterior_logodds: np.ndarray | None = None  # (K, d) posterior log-odds of being a target
+    context_direct: np.ndarray | None = None  # (K, d) observed direct shift A (mean x)
     ref_cells: np.ndarray | None = (
         None  # (n, d) log-normalised control cells (counterfactual predictions)
     )
@@ -213,21 +214,31 @@ class GimRun:
                     if i is not None:
                         prob[k, c], shift[k, c], spike[k, c], log_odds[k, c] = self._posterior_of(i)
                         measured[k, c] = True
+            if self.spec.kind != "identity":  # training drugs at unmeasured doses (_dose_residual)
+                own = [
+                    (k, c, self._feature_of[n])
+                    for k, cl in enumerate(comps)
+                    for c, n in enumerate(cl)
+                    if not measured[k, c] and n in self._feature_of
+                ]
+                self._apply_feature_prior(own, doses, requests, prob, shift, spike, log_odds)
             self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
         elif use_posterior:
-            self._shared_response(comps, doses, requests, spike)
-            self._neighbour_residual(comps, doses, requests, new_features or {}, shift, spike)
+            self._new_drugs(
+                comps, doses, requests, new_features or {}, prob, shift, spike, log_odds
+            )
         return Interventions(prob=prob, shift=shift, spike=spike, log_odds=log_odds)
 
     def _dose_residual(self, comps, doses, cov_rows, measured, shift, spike) -> None:
-        """A training component at a dose it was not measured at (in place): the network's prior
-        plus w times the residual (posterior minus prior direct shift) of its measured doses,
-        interpolated linearly in transformed dose (held constant past the ends). w in [0, 1] is
-        fitted by leave-one-dose-out over the interior doses of training components
-        (`_dose_residuals`): the residual carries what the drug's own cells said that the
-        network's smooth dose response did not."""
+        """A training component at a dose it was not measured at (in place): its prior plus w
+        times its residual at its measured doses, interpolated linearly in transformed dose (held
+        constant past the ends). With features, the prior is the feature prior and the residual
+        the observed minus its direct shift; with identity features, the network's prior and the
+        posterior minus it. w in [0, 1] is fitted by leave-one-dose-out over the interior doses
+        of training components (`_dose_residuals`): the residual carries what the drug's own cells
+        said that the smooth prior did not."""
         table, w = self._dose_residuals
         if w <= 0:
             return
@@ -241,92 +252,6 @@ class GimRun:
                 delta = w * _interp_rows(t0, t, R)
                 shift[k, c] += delta  # on and off target alike: E[u] moves by delta
                 spike[k, c] += delta
-
-    def _neighbour_residual(self, comps, doses, requests, new_features, shift, spike) -> None:
-        """A new drug (in place): plus w_near times the similarity-weighted mean dose residual of
-        its `_N_NEIGHBOURS` most similar training drugs in its covariate group, and w_all times the
-        mean dose residual of all of them, at its dose. The network's prior is smooth in the
-        features and shrunk by weight decay; the residuals carry what the drugs' cells said beyond
-        it, locally (neighbours) and in common (all). The weights, in [0, 1], are fitted
-        leave-one-drug-out over the training drugs (`_neighbour_weight`); 0 turns a term off."""
-        table, _ = self._dose_residuals
-        w = self._neighbour_weight
-        if not any(w):
-            return
-        known = set(self.meta.components)
-        cov_rows = self._cov_tuples(requests)
-        for k, (cl, dl, covs) in enumerate(zip(comps, doses, cov_rows, strict=True)):
-            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
-                if name in known or name not in new_features:
-                    continue
-                t0 = float(dose_transform(np.asarray([dz]), self.meta.dose_scale)[0])
-                parts = self._neighbour_mean(new_features[name], t0, covs, table, exclude=None)
-                if parts is not None:
-                    delta = w[0] * parts[0] + w[1] * parts[1]
-                    shift[k, c] += delta
-                    spike[k, c] += delta
-
-    def _neighbour_mean(self, feat, t0, covs, table, *, exclude):
-        """(similarity-weighted mean residual of the most similar training components, mean
-        residual of all) at transformed dose t0, over the components measured in group `covs`
-        (None if there are none; the first is 0 when no similarity is > 0)."""
-        names, F = self._measured_by_group.get(covs, ([], None))
-        if exclude is not None and exclude in names:
-            keep = [i for i, n in enumerate(names) if n != exclude]
-            names, F = [names[i] for i in keep], F[keep]
-        if not names:
-            return None
-        sim = self.spec.similarity(np.asarray(feat, np.float32)[None], F)[0]
-        at = np.stack([_interp_rows(t0, *table[(n, covs)]) for n in names])
-        top = np.argsort(-sim, kind="stable")[:_N_NEIGHBOURS]
-        top = top[sim[top] > 0]
-        near = (sim[top] @ at[top]) / sim[top].sum() if len(top) else np.zeros(at.shape[1])
-        return near, at.mean(0)
-
-    @cached_property
-    def _measured_by_group(self) -> dict[tuple, tuple[list[str], np.ndarray]]:
-        """Per covariate group: the training components measured alone there, and their feature
-        rows, stacked once (`_neighbour_weight` asks for every training drug and dose)."""
-        table, _ = self._dose_residuals
-        out: dict[tuple, list[str]] = {}
-        for n in self._feature_of:  # component order, as the similarity ranking's tie-break
-            for covs in self._group_tuples:
-                if (n, covs) in table:
-                    out.setdefault(covs, []).append(n)
-        return {c: (ns, np.stack([self._feature_of[n] for n in ns])) for c, ns in out.items()}
-
-    @cached_property
-    def _group_tuples(self) -> list[tuple]:
-        return list(dict.fromkeys(self._cov_tuples(self.contexts)))
-
-    @cached_property
-    def _feature_of(self) -> dict[str, np.ndarray]:
-        return {n: self.comp_feats[i] for i, n in enumerate(self.meta.components)}
-
-    @cached_property
-    def _neighbour_weight(self) -> tuple[float, float]:
-        """Least-squares weights in [0, 1] of the neighbours' and of all drugs' residual, each
-        training drug's residual at each of its doses predicted from the other drugs'."""
-        from scipy.optimize import lsq_linear
-
-        table, _ = self._dose_residuals
-        cols, target = [], []
-        for (name, covs), (t, R) in table.items():
-            for i in range(len(t)):
-                parts = self._neighbour_mean(
-                    self._feature_of[name], float(t[i]), covs, table, exclude=name
-                )
-                if parts is not None:
-                    cols.append(np.stack(parts, 1))
-                    target.append(R[i])
-        if not cols:
-            return 0.0, 0.0
-        A = np.concatenate(cols).astype(np.float64)
-        y = np.concatenate(target).astype(np.float64)
-        if not np.any(A):
-            return 0.0, 0.0
-        w = lsq_linear(A, y, bounds=(0.0, 1.0)).x
-        return float(w[0]), float(w[1])
 
     @cached_property
     def _dose_residuals(self) -> tuple[dict, float]:
@@ -342,7 +267,18 @@ class GimRun:
         with torch.no_grad():
             logits, shifts = self.module.interventions(cb)
         prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
-        resid = self._posterior_direct[rows] - prior
+        direct = self._posterior_direct[rows]
+        if self.spec.kind != "identity" and self._feature_prior is not None:
+            cov = covariate_onehot(sub, self.cov_keys, self.meta.covariates.categories)
+            p, on, off = self._feature_prior.predict(
+                np.stack([self._feature_of[str(n)] for n in sub["condition"]]),
+                cb.dose_t[:, 0].numpy(),
+                cov,
+            )
+            prior = p * on + (1 - p) * off
+            if self.context_direct is not None:
+                direct = self.context_direct[rows]
+        resid = direct - prior
         t = cb.dose_t[:, 0].numpy()
         groups: dict = {}
         for i, key in enumerate(
@@ -388,37 +324,64 @@ class GimRun:
                 spike[k, c] = rest[g] - (1 - weight[g]) * own[g, 0] * B[:, j]
                 spike[k, c, j] = 0.0
 
-    def _shared_response(self, comps, doses, requests, spike) -> None:
-        """A new drug (no posterior) gets, as its non-target shift, the mean non-target shift of
-        the training drugs of its covariate group at the nearest training dose: the response that
-        perturbations of a group share, which the network's prior (no shift off its targets)
-        leaves out."""
-        if self.posterior is None or self.posterior_spike is None:
+    def _new_drugs(self, comps, doses, requests, new_features, prob, shift, spike, log_odds):
+        """A component never measured, with features (in place): its intervention from the
+        feature prior fitted to the training contexts (gimcli.model.feature_prior), in place of
+        the network's pi(features), m(features), which weight decay shrinks."""
+        new = [
+            (k, c, new_features[n])
+            for k, cl in enumerate(comps)
+            for c, n in enumerate(cl)
+            if n not in self._feature_of and n in new_features
+        ]
+        self._apply_feature_prior(new, doses, requests, prob, shift, spike, log_odds)
+
+    def _apply_feature_prior(self, items, doses, requests, prob, shift, spike, log_odds):
+        """Components `items` [(request k, component c, features)] take the feature prior's
+        intervention (in place)."""
+        if not items or self._feature_prior is None:
             return
-        known = set(self.meta.components)
-        groups = self.group_index(requests)
-        table = self._rest_by_dose
-        for k, (cl, dl) in enumerate(zip(comps, doses, strict=True)):
-            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
-                if name in known or groups[k] not in table:
-                    continue
-                tdoses, rest = table[groups[k]]
-                t = dose_transform(np.asarray([dz] + list(tdoses)), self.meta.dose_scale)
-                spike[k, c] = rest[int(np.argmin(np.abs(t[1:] - t[0])))]
+        ks = [k for k, _, _ in items]
+        dz = [doses[k][c] for k, c, _ in items]
+        cov = covariate_onehot(requests.iloc[ks], self.cov_keys, self.meta.covariates.categories)
+        p, on, off = self._feature_prior.predict(
+            np.stack([f for *_, f in items]),
+            dose_transform(np.asarray(dz, float), self.meta.dose_scale),
+            cov,
+        )
+        for i, (k, c, _) in enumerate(items):
+            q = np.clip(p[i], 1e-6, 1 - 1e-6)
+            prob[k, c], shift[k, c], spike[k, c] = p[i], on[i], off[i]
+            log_odds[k, c] = np.log(q) - np.log1p(-q)
 
     @cached_property
-    def _rest_by_dose(self) -> dict[int, tuple[list[float], np.ndarray]]:
-        """Per covariate group: its training doses of single perturbations, and at each the mean
-        over those contexts of the non-target part of the posterior direct shift."""
-        tc = self.contexts
-        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
-        part = (1 - self.posterior) * self.posterior_spike
-        acc: dict[int, dict[float, list[np.ndarray]]] = {}
-        for (_, dose, _), k in sorted(self._posterior_index[1].items(), key=lambda kv: kv[1]):
-            acc.setdefault(int(groups[k]), {}).setdefault(dose, []).append(part[k])
-        return {
-            g: (list(by), np.stack([np.mean(v, 0) for v in by.values()])) for g, by in acc.items()
-        }
+    def _feature_of(self) -> dict[str, np.ndarray]:
+        return {n: self.comp_feats[i] for i, n in enumerate(self.meta.components)}
+
+    @cached_property
+    def _feature_prior(self):
+        """The FeaturePrior of this run's single-perturbation training contexts (None with fewer
+        than 2 such drugs or without posteriors)."""
+        from gimcli.model.feature_prior import FeaturePrior
+
+        rows = sorted(self._posterior_index[1].values())
+        if self.posterior is None or len({self.contexts["condition"].iloc[i] for i in rows}) < 2:
+            return None
+        sub = self.contexts.iloc[rows].reset_index(drop=True)
+        names = sub["condition"].astype(str).to_numpy()
+        direct = self.context_direct if self.context_direct is not None else self._posterior_direct
+        cov = covariate_onehot(sub, self.cov_keys, self.meta.covariates.categories)
+        return FeaturePrior.fit(
+            np.stack([self._feature_of[n] for n in names]),
+            names,
+            dose_transform(
+                np.asarray([dose_parts(d)[0] for d in sub["dose"]]), self.meta.dose_scale
+            ),
+            cov,
+            self.posterior[rows] > 0.5,
+            direct[rows],
+            seed=self.config.seed,
+        )
 
     @cached_property
     def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -525,7 +488,7 @@ class GimRun:
         tensors["std_sd"] = torch.from_numpy(self.std_sd)
         if self.posterior is not None:
             tensors["posterior"] = torch.from_numpy(np.asarray(self.posterior, np.float32))
-        for name in ("posterior_shift", "posterior_spike", "posterior_logodds"):
+        for name in ("posterior_shift", "posterior_spike", "posterior_logodds", "context_direct"):
             if getattr(self, name) is not None:
                 tensors[name] = torch.from_numpy(np.asarray(getattr(self, name), np.float32))
         if self.ref_cells is not None:
@@ -644,6 +607,7 @@ _OPTIONAL_ARRAYS = (
     "posterior_shift",
     "posterior_spike",
     "posterior_logodds",
+    "context_direct",
     "ref_cells",
     "ref_group",
 )
@@ -660,7 +624,5 @@ def _interp_rows(t0: float, t: np.ndarray, R: np.ndarray) -> np.ndarray:
     return (1 - a) * R[i - 1] + a * R[i]
 
 
-# Training drugs whose residuals a new drug borrows (GimRun._neighbour_residual).
-_N_NEIGHBOURS = 5
 # The log-odds of a component a context does not have (log(0) without infinities in the sums).
 _NO_COMPONENT = -1e4

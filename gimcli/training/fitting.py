@@ -154,8 +154,8 @@ def fit_run(
     if ddp:
         ddp.close()
     module.eval()
-    posterior, posterior_shift, posterior_spike, posterior_logodds = training_posterior(
-        module, tdata, cfg
+    posterior, posterior_shift, posterior_spike, posterior_logodds, context_direct = (
+        training_posterior(module, tdata, cfg)
     )
     summary = TrainingSummary(
         best_step=hist.best_step,
@@ -182,6 +182,7 @@ def fit_run(
         posterior_shift=posterior_shift,
         posterior_spike=posterior_spike,
         posterior_logodds=posterior_logodds,
+        context_direct=context_direct,
         ref_cells=prep.ref_cells(),
         ref_group=prep.cell_group[prep.ref_rows].astype(np.int64),
     )
@@ -514,24 +515,32 @@ def _jsonable_table(t: pd.DataFrame) -> list[dict]:
 @torch.no_grad()
 def training_posterior(
     module: GIMModule, data: TrainData, cfg: TrainConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per training context and gene: the exact posterior probability that it is a direct target,
-    the posterior mean of its direct shift u if targeted and if not (standardised units), and the
-    posterior log-odds of being a target (the ranking score: it does not saturate at p = 1)."""
+    the posterior mean of its direct shift u if targeted and if not (standardised units), the
+    posterior log-odds of being a target (the ranking score: it does not saturate at p = 1), and
+    the observed direct shift A (mean x) of its cells from their controls (mean 0), unshrunk by
+    any prior (what gimcli.model.feature_prior regresses on features)."""
     total = data.split["val"][2] + data.split["train"][2]
     out = np.zeros((data.K, module.sem.d), np.float32)
     shift = np.zeros((data.K, module.sem.d), np.float32)
     spike = np.zeros((data.K, module.sem.d), np.float32)
     log_odds = np.zeros((data.K, module.sem.d), np.float32)
+    observed = np.zeros((data.K, module.sem.d), np.float32)
     start = 0
     while start < data.K:
         cum = np.cumsum(total[start:])
         stop = start + max(1, int(np.searchsorted(cum, _POSTERIOR_CHUNK_CELLS, side="right")))
         ids = np.arange(start, stop)
-        m = module.posterior(data.all_cells(ids), target_cost=cfg.target_cost)
+        batch = data.all_cells(ids)
+        m = module.posterior(batch, target_cost=cfg.target_cost)
+        S1, _, n = batch.residual_stats(module.sem)
+        # + b: the shift from the group's controls (mean 0 once standardised), as predictions
+        # add the propagated shift to control cells
+        observed[ids] = (S1 / n.clamp_min(1).unsqueeze(-1) + module.sem.b).cpu().numpy()
         out[ids] = m.post_any.cpu().numpy()
         shift[ids] = (m.u_target / m.post_any.clamp_min(1e-6)).cpu().numpy()
         spike[ids] = m.u_null.cpu().numpy()
         log_odds[ids] = m.log_odds.cpu().numpy()
         start = stop
-    return out, shift, spike, log_odds
+    return out, shift, spike, log_odds, observed

@@ -1,0 +1,160 @@
+"""The intervention of a perturbation never measured, read from its features: per-gene target
+classifiers and shift regressions fitted, after training, to what the trained model says of each
+training context (docs/design.md, "New perturbations").
+
+The network's pi(features), m(features) is fitted through the ELBO, beside the SEM and under
+weight decay; with tens to hundreds of drugs it learns where a drug acts but shrinks how much
+(bench/NOTES.md, issue 9: on a linear screen of 108 drugs the true target gates alone would take
+the held-out error from ridge's 0.123 to the oracle's 0.045). This prior closes that amortisation
+gap with models a screen of that size can fit:
+
+- gate_j(f) = P(the drug hits gene j): an L1 logistic regression on the drug's features of the label
+  "some training context of the drug has j as a target (posterior p > 0.5)", C chosen by
+  cross-validated log-loss over drugs. A drug either hits a gene or not; its dose decides only how
+  much, so the label is per drug. L1 because a target is read from a few feature directions.
+- on_j(f, t, c) and off_j(f, t, c): ridge regressions (alpha by leave-one-out cross-validation) of
+  the contexts' observed direct shift (A times their cells' mean change from the controls: the
+  unshrunk shift, where the posterior shrinks a bulk screen's single sample to its prior) on
+  [features, features x dose, a hat basis of dose, covariates], over the contexts of drugs that
+  hit j and over the rest.
+
+A new drug's intervention on gene j is a target with probability gate_j and shift on_j, and
+otherwise shifts by off_j (the response perturbations share).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+_CS = (0.1, 0.3, 1.0, 3.0, 10.0)  # L1 logistic inverse penalties tried by cross-validation
+_ALPHAS = np.logspace(-1, 4, 11)  # ridge penalties tried by leave-one-out cross-validation
+_MIN_CLASS = 3  # drugs per class (target / not) below which a gene gets no classifier
+
+
+def dose_basis(t: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """(n, len(knots)) piecewise-linear hat functions of transformed dose: exact at each training
+    dose, linear between, held constant beyond the ends."""
+    t = np.clip(np.asarray(t, float), knots[0], knots[-1])
+    eye = np.eye(len(knots))
+    return np.stack([np.interp(t, knots, eye[i]) for i in range(len(knots))], 1)
+
+
+@dataclass
+class FeaturePrior:
+    """Fitted gates and shift regressions (see the module docstring); `predict` gives the
+    intervention of new drugs."""
+
+    knots: np.ndarray  # sorted transformed training doses
+    gated: np.ndarray  # (d,) bool: genes with a target classifier
+    gates: list  # per gene: a fitted classifier, or None (then `base_rate`)
+    base_rate: np.ndarray  # (d,) fraction of training drugs that hit the gene
+    on: list  # per gene: ridge of the shift on target (gated genes), else None
+    off: list  # per gene: ridge of the shift off target, or None (then `pooled`)
+    pooled: object  # one multi-output ridge over all contexts, for the ungated genes
+    chosen: dict  # what cross-validation chose (recorded with predictions)
+
+    @classmethod
+    def fit(
+        cls,
+        feats: np.ndarray,  # (K, F) features of each training context's drug
+        drug: np.ndarray,  # (K,) the drug of each context (any hashable)
+        dose_t: np.ndarray,  # (K,) transformed dose
+        cov: np.ndarray,  # (K, n_cov) covariate one-hot
+        hit: np.ndarray,  # (K, d) bool: posterior calls the gene a target of the context
+        direct: np.ndarray,  # (K, d) observed direct shift (standardised)
+        *,
+        seed: int = 0,
+    ) -> FeaturePrior:
+        from sklearn.linear_model import RidgeCV
+
+        feats = np.asarray(feats, np.float64)
+        direct = np.asarray(direct, np.float64)
+        knots = np.unique(np.round(np.asarray(dose_t, float), 9))
+        X = _design(feats, dose_t, cov, knots)
+        names, first = np.unique(np.asarray(drug).astype(str), return_index=True)
+        row_of = np.searchsorted(names, np.asarray(drug).astype(str))
+        Y = np.zeros((len(names), hit.shape[1]), bool)  # per drug: hits gene j at some dose
+        np.logical_or.at(Y, row_of, np.asarray(hit, bool))
+        Fd = feats[first]
+        n_pos = Y.sum(0)
+        gated = (n_pos >= _MIN_CLASS) & (len(names) - n_pos >= _MIN_CLASS)
+        d = hit.shape[1]
+        gates, on, off = [None] * d, [None] * d, [None] * d
+        chosen_c = []
+        ridge = lambda: RidgeCV(alphas=_ALPHAS)  # noqa: E731
+        for j in np.flatnonzero(gated):
+            gates[j] = _l1_logistic_cv(Fd, Y[:, j], seed=seed)
+            chosen_c.append(float(gates[j].C))
+            sel = Y[row_of, j]
+            on[j] = ridge().fit(X[sel], direct[sel, j])
+            off[j] = ridge().fit(X[~sel], direct[~sel, j])
+        rest = np.flatnonzero(~gated)
+        pooled = (
+            RidgeCV(alphas=_ALPHAS, alpha_per_target=True).fit(X, direct[:, rest])
+            if len(rest)
+            else None
+        )
+        chosen = {
+            "n_drugs": int(len(names)),
+            "n_gated_genes": int(gated.sum()),
+            "gate_C_median": float(np.median(chosen_c)) if chosen_c else None,
+        }
+        return cls(knots, gated, gates, Y.mean(0), on, off, pooled, chosen)
+
+    def predict(
+        self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prob, shift on target, shift off target), each (n, d), for drugs with features
+        `feats` (n, F) at transformed doses `dose_t` (n,) in covariate groups `cov` (n, n_cov)."""
+        feats = np.asarray(feats, np.float64)
+        X = _design(feats, dose_t, cov, self.knots)
+        n, d = len(X), len(self.gated)
+        prob = np.zeros((n, d))
+        on = np.zeros((n, d))
+        off = np.zeros((n, d))
+        for j in np.flatnonzero(self.gated):
+            prob[:, j] = self.gates[j].predict_proba(feats)[:, 1]
+            on[:, j] = self.on[j].predict(X)
+            off[:, j] = self.off[j].predict(X)
+        rest = np.flatnonzero(~self.gated)
+        if len(rest):
+            off[:, rest] = self.pooled.predict(X).reshape(n, len(rest))
+        return tuple(x.astype(np.float32) for x in (prob, on, off))
+
+
+def _l1_logistic(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(
+        C=C, penalty="l1", solver="liblinear", max_iter=2000, random_state=seed
+    )
+
+
+def _l1_logistic_cv(X: np.ndarray, y: np.ndarray, *, seed: int):
+    """An L1 logistic regression of y on X, refitted on all rows at the C of least
+    cross-validated log-loss (stratified folds over the rows: drugs)."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    n_min = int(min(y.sum(), len(y) - y.sum()))
+    folds = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
+    loss = np.zeros(len(_CS))
+    with warnings.catch_warnings():  # scikit-learn >= 1.8 deprecates `penalty` (any kind)
+        warnings.simplefilter("ignore")
+        for tr, te in folds.split(X, y):
+            for i, C in enumerate(_CS):
+                m = _l1_logistic(C, seed).fit(X[tr], y[tr])
+                loss[i] += log_loss(y[te], m.predict_proba(X[te])[:, 1], labels=[False, True])
+        return _l1_logistic(_CS[int(np.argmin(loss))], seed).fit(X, y)
+
+
+def _design(feats, dose_t, cov, knots) -> np.ndarray:
+    """[features, features x centred dose, dose hat basis, covariates]: a drug's effect at a dose
+    is linear in its features, with a slope in dose that its features set."""
+    t = np.asarray(dose_t, float)
+    tc = (t - knots.mean())[:, None]
+    parts = [feats, feats * tc, dose_basis(t, knots), np.asarray(cov, float).reshape(len(t), -1)]
+    return np.concatenate(parts, 1)
