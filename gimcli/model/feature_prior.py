@@ -1,6 +1,6 @@
 """The intervention of a perturbation never measured, read from its features: per-gene target
 classifiers and shift regressions fitted, after training, to what the trained model says of each
-training context (docs/design.md, "New perturbations").
+training context (docs/design.md, "Read-outs").
 
 The network's pi(features), m(features) is fitted through the ELBO, beside the SEM and under
 weight decay; with tens to hundreds of drugs it learns where a drug acts but shrinks how much
