@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -254,45 +255,55 @@ class GimRun:
                 spike[k, c] += delta
 
     @cached_property
+    def _singles(self) -> tuple[list[int], pd.DataFrame, np.ndarray, np.ndarray] | None:
+        """The training contexts of one perturbation: their rows, table, transformed doses and
+        covariate one-hot (None without any, or without posteriors)."""
+        rows = sorted(self._posterior_index[1].values())
+        if not rows or self.posterior is None or self.posterior_shift is None:
+            return None
+        sub = self.contexts.iloc[rows].reset_index(drop=True)
+        dose_t = dose_transform(
+            np.asarray([dose_parts(d)[0] for d in sub["dose"]]), self.meta.dose_scale
+        )
+        cov = covariate_onehot(sub, self.cov_keys, self.meta.covariates.categories)
+        return rows, sub, dose_t, cov
+
+    @cached_property
     def _dose_base_is_feature_prior(self) -> bool:
         """Whether unmeasured doses of training drugs build on the feature prior: with features,
         and only where some drug has an interior dose, so that leave-one-dose-out checks the
         residual on it (benchmark 1: 3 doses, the middle one held out, no interior dose; the
         feature prior of 10 drugs alone lost to the network's in-sample dose curve there, 0.895
         vs 0.969)."""
-        return self._dose_residuals_with(True)[2]
+        if self.spec.kind == "identity" or self._feature_prior is None:
+            return False
+        sub = self._singles[1]
+        doses = Counter(zip(sub["condition"].astype(str), self._cov_tuples(sub), strict=True))
+        return max(doses.values()) >= 3
 
     @cached_property
     def _dose_residuals(self) -> tuple[dict, float]:
-        return self._dose_residuals_with(self._dose_base_is_feature_prior)[:2]
-
-    def _dose_residuals_with(self, use_fp: bool) -> tuple[dict, float, bool]:
         """Per (component, covariates) measured alone: its transformed doses (sorted) and
         residuals (n, d); and the weight w of the interpolated residual."""
-        rows = sorted(self._posterior_index[1].values())  # single perturbed contexts
-        if not rows or self.posterior is None or self.posterior_shift is None:
-            return {}, 0.0, False
-        sub = self.contexts.iloc[rows].reset_index(drop=True)
-        cb = self.context_batch(
-            [[str(c)] for c in sub["condition"]], [dose_parts(d) for d in sub["dose"]], sub
-        )
-        with torch.no_grad():
-            logits, shifts = self.module.interventions(cb)
-        prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
-        direct = self._posterior_direct[rows]
-        use_fp = use_fp and self.spec.kind != "identity" and self._feature_prior is not None
-        if use_fp:
-            cov = covariate_onehot(sub, self.cov_keys, self.meta.covariates.categories)
+        if self._singles is None:
+            return {}, 0.0
+        rows, sub, t, cov = self._singles
+        if self._dose_base_is_feature_prior:
+            names = sub["condition"].astype(str)
             p, on, off = self._feature_prior.predict(
-                np.stack([self._feature_of[str(n)] for n in sub["condition"]]),
-                cb.dose_t[:, 0].numpy(),
-                cov,
+                np.stack([self._feature_of[n] for n in names]), t, cov
             )
             prior = p * on + (1 - p) * off
-            if self.context_direct is not None:
-                direct = self.context_direct[rows]
+            direct = self._observed_direct[rows]
+        else:
+            cb = self.context_batch(
+                [[str(c)] for c in sub["condition"]], [dose_parts(d) for d in sub["dose"]], sub
+            )
+            with torch.no_grad():
+                logits, shifts = self.module.interventions(cb)
+            prior = (torch.sigmoid(logits) * shifts)[:, 0].numpy()
+            direct = self._posterior_direct[rows]
         resid = direct - prior
-        t = cb.dose_t[:, 0].numpy()
         groups: dict = {}
         for i, key in enumerate(
             zip(sub["condition"].astype(str), self._cov_tuples(sub), strict=True)
@@ -308,7 +319,7 @@ class GimRun:
                 P = _interp_rows(float(tt[m]), tt[rest], R[rest])
                 num, den = num + float(P @ R[m]), den + float(P @ P)
         w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
-        return table, w, use_fp and den > 0
+        return table, w
 
     def _unseen_knockouts(self, comps, requests, cb, prob, shift, spike, log_odds) -> None:
         """Identity features know nothing of a perturbation not seen in training, so the network's
@@ -377,22 +388,19 @@ class GimRun:
         than 2 such drugs or without posteriors)."""
         from gimcli.model.feature_prior import FeaturePrior
 
-        rows = sorted(self._posterior_index[1].values())
-        if self.posterior is None or len({self.contexts["condition"].iloc[i] for i in rows}) < 2:
+        if self._singles is None:
             return None
-        sub = self.contexts.iloc[rows].reset_index(drop=True)
+        rows, sub, dose_t, cov = self._singles
         names = sub["condition"].astype(str).to_numpy()
-        direct = self.context_direct if self.context_direct is not None else self._posterior_direct
-        cov = covariate_onehot(sub, self.cov_keys, self.meta.covariates.categories)
+        if len(set(names)) < 2:
+            return None
         return FeaturePrior.fit(
             np.stack([self._feature_of[n] for n in names]),
             names,
-            dose_transform(
-                np.asarray([dose_parts(d)[0] for d in sub["dose"]]), self.meta.dose_scale
-            ),
+            dose_t,
             cov,
             self.posterior[rows] > 0.5,
-            direct[rows],
+            self._observed_direct[rows],
             seed=self.config.seed,
         )
 
@@ -450,6 +458,11 @@ class GimRun:
                 num, den = num + resid @ v, den + v @ v
             weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
         return own, rest, weight
+
+    @property
+    def _observed_direct(self) -> np.ndarray:
+        """(K, d) the observed direct shift (the posterior mean for runs saved without it)."""
+        return self.context_direct if self.context_direct is not None else self._posterior_direct
 
     @cached_property
     def _posterior_direct(self) -> np.ndarray:

@@ -172,9 +172,10 @@ class GIMModule(nn.Module):
         return LossOutput(loss=nll + l1_graph * l1, nll=nll.detach(), l1=l1.detach())
 
     @torch.no_grad()
-    def posterior(self, batch: CellBatch, *, target_cost: float) -> Marginal:
-        """Exact posterior of each context's interventions given its cells."""
-        S1, S2, n = batch.residual_stats(self.sem)
+    def posterior(self, batch: CellBatch, *, target_cost: float, stats=None) -> Marginal:
+        """Exact posterior of each context's interventions given its cells (`stats`: their
+        residual_stats, when the caller has them already)."""
+        S1, S2, n = stats if stats is not None else batch.residual_stats(self.sem)
         logits, shifts = self.interventions(batch.contexts)
         return exact_marginal(
             S1,

@@ -533,8 +533,9 @@ def training_posterior(
         stop = start + max(1, int(np.searchsorted(cum, _POSTERIOR_CHUNK_CELLS, side="right")))
         ids = np.arange(start, stop)
         batch = data.all_cells(ids)
-        m = module.posterior(batch, target_cost=cfg.target_cost)
-        S1, _, n = batch.residual_stats(module.sem)
+        stats = batch.residual_stats(module.sem)
+        m = module.posterior(batch, target_cost=cfg.target_cost, stats=stats)
+        S1, _, n = stats
         # + b: the shift from the group's controls (mean 0 once standardised), as predictions
         # add the propagated shift to control cells
         observed[ids] = (S1 / n.clamp_min(1).unsqueeze(-1) + module.sem.b).cpu().numpy()
