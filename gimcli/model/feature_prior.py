@@ -49,12 +49,11 @@ class FeaturePrior:
 
     knots: np.ndarray  # sorted transformed training doses
     gated: np.ndarray  # (d,) bool: genes with a target classifier
-    gates: list  # per gene: a fitted classifier, or None (then `base_rate`)
-    base_rate: np.ndarray  # (d,) fraction of training drugs that hit the gene
+    gates: list  # per gene: a fitted classifier, or None (ungated: `pooled`)
     on: list  # per gene: ridge of the shift on target (gated genes), else None
     off: list  # per gene: ridge of the shift off target, or None (then `pooled`)
     pooled: object  # one multi-output ridge over all contexts, for the ungated genes
-    chosen: dict  # what cross-validation chose (recorded with predictions)
+    chosen: dict  # drugs, gated genes and the median C that cross-validation chose
 
     @classmethod
     def fit(
@@ -102,7 +101,7 @@ class FeaturePrior:
             "n_gated_genes": int(gated.sum()),
             "gate_C_median": float(np.median(chosen_c)) if chosen_c else None,
         }
-        return cls(knots, gated, gates, Y.mean(0), on, off, pooled, chosen)
+        return cls(knots, gated, gates, on, off, pooled, chosen)
 
     def predict(
         self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
