@@ -222,7 +222,9 @@ class GimRun:
                     for c, n in enumerate(cl)
                     if not measured[k, c] and n in self._feature_of
                 ]
-                self._apply_feature_prior(own, doses, requests, prob, shift, spike, log_odds)
+                self._apply_feature_prior(
+                    own, doses, requests, prob, shift, spike, log_odds, new=False
+                )
             self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
@@ -358,17 +360,20 @@ class GimRun:
             for c, n in enumerate(cl)
             if n not in self._feature_of and n in new_features
         ]
-        self._apply_feature_prior(new, doses, requests, prob, shift, spike, log_odds)
+        self._apply_feature_prior(new, doses, requests, prob, shift, spike, log_odds, new=True)
 
-    def _apply_feature_prior(self, items, doses, requests, prob, shift, spike, log_odds):
+    def _apply_feature_prior(self, items, doses, requests, prob, shift, spike, log_odds, *, new):
         """Components `items` [(request k, component c, features)] take the feature prior's
-        intervention (in place)."""
+        intervention (in place); `new`: never measured, so with the shifts scaled by the prior's
+        cross-validated weight (a training drug's unmeasured dose adds its own residual instead,
+        `_dose_residual`)."""
         if not items or self._feature_prior is None:
             return
         ks = [k for k, _, _ in items]
         dz = [doses[k][c] for k, c, _ in items]
         cov = covariate_onehot(requests.iloc[ks], self.cov_keys, self.meta.covariates.categories)
-        p, on, off = self._feature_prior.predict(
+        fp = self._feature_prior
+        p, on, off = (fp.predict_new if new else fp.predict)(
             np.stack([f for *_, f in items]),
             dose_transform(np.asarray(dz, float), self.meta.dose_scale),
             cov,
@@ -408,7 +413,10 @@ class GimRun:
     def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per covariate group: (median own-gene direct shift, its median log-odds) of training
         single knock-outs of measured genes (NaN where a group has none); the mean direct shift
-        (d) of its training perturbations, each context's own gene left out; and the weight in
+        (d) of its training perturbations, each context's own gene left out, times the share
+        in [0, 1] of it that predicts each training perturbation from the others (a screen whose
+        perturbations act differently, as inhibitors of a signalling network do, gets less of
+        the mean than one with a common response); and the weight in
         [0, 1] of the own shift's cascade through B, by least squares over the training knock-outs
         of measured genes, each predicted from the others (1 where there are fewer than 3)."""
         tc = self.contexts
@@ -439,7 +447,17 @@ class GimRun:
                 continue
             S = sum(np.where(keep, direct[k], 0.0) for k, keep in keeps)
             N = sum(keep.astype(float) for _, keep in keeps)
-            rest[g] = S / np.maximum(N, 1)
+
+            # how much of the shared response a perturbation shares: each one's direct shift
+            # (its own gene left out) on the others' mean, by least squares (1 with fewer than 3)
+            loo = [
+                (_mean_of_others(S, N, direct[k], keep), np.where(keep, direct[k], 0.0))
+                for k, keep in keeps
+            ]
+            den = sum(float(r @ r) for r, _ in loo)
+            share = float(np.clip(sum(float(r @ y) for r, y in loo) / den, 0, 1)) if den else 0
+            share = share if len(keeps) >= 3 else 1.0
+            rest[g] = share * S / np.maximum(N, 1)
             if not kos:
                 continue
             eff = np.array([direct[k, j] for k, j in kos])
@@ -448,10 +466,7 @@ class GimRun:
                 continue
             num = den = 0.0
             for i, (k, j) in enumerate(kos):
-                keep = dict(keeps)[k]
-                r_k = np.where(
-                    N - keep > 0, (S - np.where(keep, direct[k], 0)) / np.maximum(N - keep, 1), 0
-                )
+                r_k = share * _mean_of_others(S, N, direct[k], dict(keeps)[k])
                 o = np.median(np.delete(eff, i))
                 resid = total[k] - A_inv @ r_k - o * np.eye(d)[j]
                 v = o * (A_inv[:, j] - np.eye(d)[j])
@@ -637,6 +652,12 @@ _OPTIONAL_ARRAYS = (
     "ref_cells",
     "ref_group",
 )
+
+
+def _mean_of_others(S: np.ndarray, N: np.ndarray, own: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The mean direct shift of the other perturbations of a group, from the group's sums S and
+    counts N per gene and one perturbation's own shift (counted where `keep`)."""
+    return np.where(N - keep > 0, (S - np.where(keep, own, 0)) / np.maximum(N - keep, 1), 0)
 
 
 def _interp_rows(t0: float, t: np.ndarray, R: np.ndarray) -> np.ndarray:

@@ -359,6 +359,9 @@ class _Plan:
                 "versions": versions(),
             }
         }
+        prior = self.feature_prior()
+        if prior:
+            uns[_keys.UNS]["feature_prior"] = prior
         if self.pca is not None:
             center, _, var, ratio = self.pca
             uns[_keys.UNS]["pca_mean"] = center.astype(np.float32)
@@ -369,11 +372,31 @@ class _Plan:
             }
         return uns
 
+    def feature_prior(self) -> dict:
+        """How the feature prior that predicts never-measured drugs was fitted and how well it
+        predicted held-out training drugs ({} where no request has a new drug)."""
+        fp = (
+            self.run._feature_prior if self.new_feats and self.run.spec.kind != "identity" else None
+        )
+        if fp is None:
+            return {}
+        return {k: v for k, v in fp.chosen.items() if v is not None}
+
     def warn_low_similarity(self) -> None:
         app = self.tables["applicability"]
         if not app:
             return
         warn_low_similarity(self.run, pd.concat(app)["similarity"])
+        prior = self.feature_prior()
+        if prior.get("cv_weight", 1.0) < 0.5:
+            log.warning(
+                "the training drugs' features predicted their effects poorly in cross-validation "
+                "(skill %.2f over %d drugs): new drugs' shifts are scaled by %.2f towards no"
+                " change",
+                prior["cv_skill"],
+                prior["n_drugs"],
+                prior["cv_weight"],
+            )
 
 
 def warn_low_similarity(run: GimRun, sim: pd.Series, *, what: str = "predicted") -> None:

@@ -19,7 +19,12 @@ gap with models a screen of that size can fit:
   hit j and over the rest.
 
 A new drug's intervention on gene j is a target with probability gate_j and shift on_j, and
-otherwise shifts by off_j (the response perturbations share).
+otherwise shifts by off_j (the response perturbations share), both times one weight w in [0, 1]:
+the least-squares scale of the prior's out-of-fold predictions of the training drugs' direct
+shifts (5 folds over drugs). Where features do not predict effects (a screen of 10 drugs:
+bench/RESULTS.md, benchmark 1) w falls towards 0, a new drug towards no direct change, and
+`chosen["cv_skill"]` (the fraction of the direct shifts' sum of squares that the scaled
+out-of-fold predictions explain) says how far the prior is worth trusting.
 """
 
 from __future__ import annotations
@@ -53,10 +58,58 @@ class FeaturePrior:
     on: list  # per gene: ridge of the shift on target (gated genes), else None
     off: list  # per gene: ridge of the shift off target, or None (then `pooled`)
     pooled: object  # one multi-output ridge over all contexts, for the ungated genes
-    chosen: dict  # drugs, gated genes and the median C that cross-validation chose
+    chosen: dict  # drugs, gated genes, the median C, the weight and skill of cross-validation
+    weight: float = 1.0  # w: scale of a new drug's shifts (out-of-fold least squares)
 
     @classmethod
     def fit(
+        cls,
+        feats: np.ndarray,  # (K, F) features of each training context's drug
+        drug: np.ndarray,  # (K,) the drug of each context (any hashable)
+        dose_t: np.ndarray,  # (K,) transformed dose
+        cov: np.ndarray,  # (K, n_cov) covariate one-hot
+        hit: np.ndarray,  # (K, d) bool: posterior calls the gene a target of the context
+        direct: np.ndarray,  # (K, d) observed direct shift (standardised)
+        *,
+        seed: int = 0,
+    ) -> FeaturePrior:
+        """The prior of all contexts, with its weight w from out-of-fold predictions of each
+        fold's drugs by the prior of the others."""
+        args = (feats, drug, dose_t, cov, hit, direct)
+        prior = cls._fit(*args, seed=seed)
+        names = np.unique(np.asarray(drug).astype(str))
+        if len(names) < 2:
+            return prior
+        fold_of = dict(
+            zip(names, np.random.default_rng(seed).permutation(len(names)) % 5, strict=True)
+        )
+        fold = np.array([fold_of[n] for n in np.asarray(drug).astype(str)])
+        direct = np.asarray(direct, np.float64)
+        oof = np.zeros_like(direct)
+        for f in np.unique(fold):
+            te = fold == f
+            p, on, off = cls._fit(*(np.asarray(a)[~te] for a in args), seed=seed).predict(
+                np.asarray(feats)[te], np.asarray(dose_t)[te], np.asarray(cov)[te]
+            )
+            oof[te] = p * on + (1 - p) * off
+        den = float((oof * oof).sum())
+        w = float(np.clip((oof * direct).sum() / den, 0.0, 1.0)) if den > 0 else 0.0
+        total = float((direct * direct).sum())
+        skill = 1 - float(((direct - w * oof) ** 2).sum()) / total if total > 0 else 0.0
+        prior.weight = w
+        prior.chosen.update(cv_weight=w, cv_skill=skill, cv_folds=int(len(np.unique(fold))))
+        return prior
+
+    def predict_new(
+        self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`predict` with the shifts scaled by the cross-validated weight: a drug never
+        measured."""
+        p, on, off = self.predict(feats, dose_t, cov)
+        return p, on * self.weight, off * self.weight
+
+    @classmethod
+    def _fit(
         cls,
         feats: np.ndarray,  # (K, F) features of each training context's drug
         drug: np.ndarray,  # (K,) the drug of each context (any hashable)

@@ -115,6 +115,12 @@ def test_predict_new_drugs_and_combination(trained, gim, tmp_path):
     asp = conds[conds["condition"] == "Aspirin-like"]
     assert (asp["nearest_training"] == "Aspirin").all()
     assert json.loads(stdout)["n_cells"] == 56 + 240
+    # the new drugs' feature prior records its fit, its cross-validated weight and skill
+    fp = pred.uns["gim"]["feature_prior"]
+    assert fp["n_drugs"] == len(json.loads((run / "model.json").read_text())["components"])
+    assert 0 <= fp["cv_weight"] <= 1 and fp["cv_skill"] <= 1 and fp["cv_folds"] == 5
+    # 6 training drugs do not teach what SMILES do (measured: weight 0.33, skill 0.03): warned
+    assert fp["cv_weight"] < 0.5 and "predicted their effects poorly" in err
 
     combo_out = tmp_path / "combo.h5ad"
     src_drugs = json.loads((run / "model.json").read_text())["components"]

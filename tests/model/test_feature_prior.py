@@ -49,6 +49,11 @@ def test_feature_prior_learns_a_half_space_rule_that_ridge_cannot():
     on_t = hit_t[drug_t]
     expect = (size[None] * tt[:, None] * np.ones_like(on))[on_t]
     assert np.median(np.abs(on[on_t] - expect) / np.abs(expect)) < 0.15
+    # out-of-fold, the prior predicts the training drugs too: new drugs keep its full shifts
+    assert fp.weight > 0.9 and fp.chosen["cv_skill"] > 0.8
+    _, on_new, off_new = fp.predict_new(Ft[drug_t], tt, np.zeros((len(tt), 0)))
+    np.testing.assert_allclose(on_new, fp.weight * on, rtol=1e-5)
+    np.testing.assert_allclose(off_new, fp.weight * off, rtol=1e-5)
 
 
 def test_dose_basis_interpolates_and_holds_the_ends():
@@ -71,3 +76,25 @@ def test_feature_prior_without_targets_is_a_ridge_of_the_shared_response():
     prob, _, off = fp.predict(rng.normal(size=(2, 4)), np.array([0.0, 1.0]), np.zeros((2, 0)))
     assert np.all(prob == 0)
     np.testing.assert_allclose(off, [[0.0] * 3, [0.3] * 3], atol=0.03)
+
+
+def test_feature_prior_shrinks_new_drugs_when_features_do_not_predict_effects():
+    # 12 drugs whose strong effects are unrelated to their features (benchmark 1's regime): the
+    # out-of-fold predictions are noise, so a new drug is predicted near no direct change
+    rng = np.random.default_rng(2)
+    n, d = 12, 8
+    F = rng.normal(size=(n, 6))
+    effect = rng.normal(scale=1.0, size=(n, d))
+    drug = np.repeat(np.arange(n), 3)
+    t = np.tile([0.0, 0.5, 1.0], n)
+    direct = effect[drug] * (0.5 + t[:, None]) + 0.05 * rng.normal(size=(len(t), d))
+    fp = FeaturePrior.fit(
+        F[drug], drug, t, np.zeros((len(t), 0)), np.zeros_like(direct, bool), direct
+    )
+    assert fp.weight < 0.3
+    assert fp.chosen["cv_skill"] < 0.05
+    Fn = rng.normal(size=(4, 6))
+    _, _, off = fp.predict(Fn, np.full(4, 0.5), np.zeros((4, 0)))
+    _, _, off_new = fp.predict_new(Fn, np.full(4, 0.5), np.zeros((4, 0)))
+    np.testing.assert_allclose(off_new, fp.weight * off, rtol=1e-5, atol=1e-7)
+    assert np.abs(off_new).mean() < 0.15  # the drugs' effects are ~0.8 in size
