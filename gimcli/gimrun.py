@@ -198,6 +198,7 @@ class GimRun:
         shift = shifts.numpy().copy()
         spike = np.zeros_like(shift)
         measured = np.zeros(prob.shape[:2], bool)
+        whole_k = np.zeros(len(comps), bool)  # a measured combination
         if use_posterior and self.posterior is not None and self.posterior_shift is not None:
             whole, single = self._posterior_index
             cov_rows = self._cov_tuples(requests)
@@ -208,7 +209,7 @@ class GimRun:
                 ):  # a measured combination: its own posterior on component 0
                     prob[k], shift[k], log_odds[k] = 0.0, 0.0, _NO_COMPONENT
                     prob[k, 0], shift[k, 0], spike[k, 0], log_odds[k, 0] = self._posterior_of(i)
-                    measured[k] = True
+                    measured[k] = whole_k[k] = True
                     continue
                 for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
                     i = single.get((name, round(dz, 9), covs))
@@ -226,6 +227,7 @@ class GimRun:
                     own, doses, requests, prob, shift, spike, log_odds, new=False
                 )
             self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
+            self._combination_departure(comps, requests, whole_k, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
         elif use_posterior:
@@ -255,6 +257,45 @@ class GimRun:
                 delta = w * _interp_rows(t0, t, R)
                 shift[k, c] += delta  # on and off target alike: E[u] moves by delta
                 spike[k, c] += delta
+
+    def _combination_departure(self, comps, requests, whole_k, shift, spike) -> None:
+        """A combination not measured as a whole (in place): the sum of its components'
+        interventions plus the departure from additivity that training combinations showed
+        (gimcli.model.interaction), on component 0's shift on and off target alike."""
+        fit = self._interaction
+        if fit is None:
+            return
+        groups = self.group_index(requests)
+        for k, cl in enumerate(comps):
+            if len(cl) < 2 or whole_k[k]:
+                continue
+            delta = fit.predict(cl, int(groups[k]))
+            if delta is not None:
+                shift[k, 0] += delta
+                spike[k, 0] += delta
+
+    @cached_property
+    def _interaction(self):
+        """The departure from additivity of this run's training combinations whose components
+        were all measured alone at the same doses and covariates (None without any)."""
+        from gimcli.model.interaction import fit_interaction
+
+        if self.posterior is None or self.posterior_shift is None:
+            return None
+        whole, single = self._posterior_index
+        R, names, rows = [], [], []
+        for (cl, dl, covs), i in whole.items():
+            parts = [single.get((n, dz, covs)) for n, dz in zip(cl, dl, strict=True)]
+            if len(cl) < 2 or any(j is None for j in parts):
+                continue
+            R.append(self._observed_direct[i] - self._posterior_direct[parts].sum(0))
+            names.append(list(cl))
+            rows.append(i)
+        if not R:
+            return None
+        groups = self.group_index(self.contexts.iloc[rows])
+        fit = fit_interaction(np.stack(R), names, groups)
+        return fit if fit.mean else None
 
     @cached_property
     def _singles(self) -> tuple[list[int], pd.DataFrame, np.ndarray, np.ndarray] | None:

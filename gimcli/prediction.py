@@ -362,6 +362,9 @@ class _Plan:
         prior = self.feature_prior()
         if prior:
             uns[_keys.UNS]["feature_prior"] = prior
+        departure = self.combination_departure()
+        if departure:
+            uns[_keys.UNS]["combination_departure"] = departure
         if self.pca is not None:
             center, _, var, ratio = self.pca
             uns[_keys.UNS]["pca_mean"] = center.astype(np.float32)
@@ -381,6 +384,19 @@ class _Plan:
         if fp is None:
             return {}
         return {k: v for k, v in fp.chosen.items() if v is not None}
+
+    def combination_departure(self) -> dict:
+        """Per covariate group (by name): the training combinations and the weights of their
+        departure from additivity that new combinations take ({} where no request is a
+        combination, or no group has one fitted)."""
+        fit = self.run._interaction
+        rule = self.run.meta.keys.combinations.with_atomic(self.new_feats)
+        if fit is None or not any(len(rule.split(c)) > 1 for c in self.requests["condition"]):
+            return {}
+        keys = self.run.cov_keys
+        groups = self.run.groups
+        name = {g: "|".join(f"{k}={groups[k].iloc[g]}" for k in keys) or "all" for g in fit.mean}
+        return {name[g]: v for g, v in fit.summary().items()}
 
     def warn_low_similarity(self) -> None:
         app = self.tables["applicability"]
