@@ -38,7 +38,7 @@ class InterventionNet(nn.Module):
         n_layers: int = 2,
         dose_response: str = "mlp",
         shift_sd: float = 1.0,
-        spike_sd: float = -0.3,
+        spike_sd: float = -0.1,
     ):
         super().__init__()
         # sds of a context's shift around the network's m on targets (tau) and around 0 on

@@ -98,7 +98,7 @@ class GIMModule(nn.Module):
         fix_graph: bool = False,
         dose_response: str = "mlp",
         shift_sd: float = 1.0,
-        spike_sd: float = -0.3,
+        spike_sd: float = -0.1,
     ):
         super().__init__()
         self.sem = LinearSEM(d, fix_graph=fix_graph)

@@ -259,9 +259,15 @@ def test_explain_lists_only_confident_targets_and_says_when_there_are_none(gim, 
     assert (targets["prob"] >= 0.5).all()  # no probability-0.000 "targets"
     n_conf = (everything[everything["kind"] == "target"]["prob"] >= 0.5).sum()
     assert len(targets) == n_conf
-    rc, text, err = gim("explain", out, "--conditions", "drug02", "--min-prob", "0.99999")
+    # the context whose best target is least sure, with a bar just above it
+    t = everything[everything["kind"] == "target"].astype({"dose": str})
+    best = t.groupby(["condition", "dose"])["prob"].max().sort_values()
+    (cond, dose), top = best.index[0], best.iloc[0]
+    assert top < 0.999, best.head()
+    bar = f"{(top + 1) / 2:.5f}"
+    rc, text, err = gim("explain", out, "--conditions", cond, "--min-prob", bar)
     assert rc == 0, err
-    assert "drug02 100: no confident direct targets (prob >= 0.99999)" in text
+    assert f"{cond} {dose}: no confident direct targets (prob >= {bar})" in text
     assert "target" not in text.split("no confident")[0]
 
 
