@@ -44,7 +44,7 @@ class TrainConfig:
     # learned got posterior ~0 and no gradient, and stayed missed (target AUROC 0.887 -> 0.989).
     # The spike starts at 0.1, not 0.3: from 0.3 a gene shifted in one context only (a KO's own
     # gene) could be absorbed by its growing spike before the target route was learned (Papalexi
-    # seed 0: JAK2's spike 0.39, STAT3's KO gene at rank 226; bench/NOTES.md item 8).
+    # seed 0: JAK2's spike 0.39, STAT3's KO gene at rank 226; bench/NOTES.md item 10).
     shift_sd: float = 1.0
     spike_sd: float = -0.1
     hidden: int = 128
