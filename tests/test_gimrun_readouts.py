@@ -11,6 +11,13 @@ import scipy.sparse as sp
 import gimcli as gim
 
 
+def _anndata(rows: list[np.ndarray], conds: list[str], d: int) -> ad.AnnData:
+    """Cells (row blocks) with their conditions, genes g0..g{d-1}."""
+    obs = pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))])
+    var = pd.DataFrame(index=[f"g{i}" for i in range(d)])
+    return ad.AnnData(sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs, var=var)
+
+
 def _knockout_screen(seed: int = 0, d: int = 12, n: int = 80, n_ctrl: int = 400) -> ad.AnnData:
     """A chain g0 -> g1 -> ... (weight 0.7) in log space; knocking out gi lowers gi by 2 noise sds,
     which the chain carries downstream; every knock-out also raises g11 (a shared response)."""
@@ -27,10 +34,7 @@ def _knockout_screen(seed: int = 0, d: int = 12, n: int = 80, n_ctrl: int = 400)
         z = (u + rng.normal(size=(m, d))) @ A_inv.T
         rows.append(np.clip(4.0 + 0.3 * z, 0, None))
         conds += [name] * m
-    X = np.vstack(rows).astype(np.float32)
-    obs = pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))])
-    var = pd.DataFrame(index=[f"g{i}" for i in range(d)])
-    return ad.AnnData(sp.csr_matrix(X), obs=obs, var=var)
+    return _anndata(rows, conds, d)
 
 
 def test_held_out_knockouts_of_measured_genes_beat_the_perturbed_mean(tmp_path):
@@ -107,9 +111,7 @@ def _inhibitor_screen(seed: int = 0, d: int = 12, n: int = 80, n_ctrl: int = 400
         m = n_ctrl if name == "control" else n
         rows.append(np.clip(4.0 + 0.3 * (u + rng.normal(size=(m, d))) @ A_inv.T, 0, None))
         conds += [name] * m
-    obs = pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))])
-    var = pd.DataFrame(index=[f"g{i}" for i in range(d)])
-    return ad.AnnData(sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs, var=var)
+    return _anndata(rows, conds, d)
 
 
 def test_a_held_out_perturbation_takes_only_the_share_of_the_mean_response_others_share():
@@ -140,9 +142,7 @@ def _pair_screen(seed: int = 0, d: int = 12, n: int = 60, n_ctrl: int = 300) -> 
         m = n_ctrl if name == "control" else n
         rows.append(np.clip(4.0 + 0.3 * (u + rng.normal(size=(m, d))) @ A_inv.T, 0, None))
         conds += [name] * m
-    obs = pd.DataFrame({"condition": conds}, index=[f"c{i}" for i in range(len(conds))])
-    var = pd.DataFrame(index=[f"g{i}" for i in range(d)])
-    return ad.AnnData(sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs, var=var)
+    return _anndata(rows, conds, d)
 
 
 def test_held_out_pairs_take_the_departure_from_additivity_of_training_pairs():

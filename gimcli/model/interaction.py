@@ -107,25 +107,8 @@ def _own(S: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
 
 
 def _bounded_lsq(M: np.ndarray, H: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
-    """argmin over a, b in [0, 1] of ||Y - a M - b H||^2: the interior solution if feasible,
-    else the best on the box's edges (a quadratic in two variables)."""
-    G = np.array([[np.sum(M * M), np.sum(M * H)], [np.sum(M * H), np.sum(H * H)]])
-    v = np.array([np.sum(M * Y), np.sum(H * Y)])
+    """argmin over a, b in [0, 1] of ||Y - a M - b H||^2."""
+    from scipy.optimize import lsq_linear
 
-    def loss(x):
-        return float(x @ G @ x - 2 * v @ x)
-
-    cands = []
-    if np.linalg.det(G) > 1e-12 * max(G[0, 0] * G[1, 1], 1e-300):
-        x = np.linalg.solve(G, v)
-        if np.all((x >= 0) & (x <= 1)):
-            cands.append(x)
-    for i in (0, 1):  # one weight at a bound, the other its clipped 1-D optimum
-        for fixed in (0.0, 1.0):
-            j = 1 - i
-            x = np.zeros(2)
-            x[i] = fixed
-            x[j] = np.clip((v[j] - G[i, j] * fixed) / G[j, j], 0, 1) if G[j, j] > 0 else 0.0
-            cands.append(x)
-    best = min(cands, key=loss)
-    return float(best[0]), float(best[1])
+    x = lsq_linear(np.c_[M.ravel(), H.ravel()], Y.ravel(), bounds=(0, 1), method="bvls").x
+    return float(x[0]), float(x[1])
