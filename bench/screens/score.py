@@ -8,6 +8,11 @@ of held-out context; this module adds, on the same cells, PCA space and per-cont
   the true mean up to Monte Carlo error with ORACLE_CELLS cells);
 - perturbed_mean_dose: the mean over perturbed training contexts at the dose nearest the query's
   (log scale), moved onto the same control cells as every mean baseline (screens with doses);
+- ceiling (real screens, where no oracle exists): the R² over genes that the context's true mean
+  would be expected to reach against its observed mean, 1 - sum_g v_g / sum_g (y_g - mean y)^2,
+  v_g the sampling variance of the observed mean (the context's cells' variance / n; for a
+  single sample, as a bulk well, the variance of the group's control samples). An estimate: a
+  method scoring near it has little left to gain from any model of the mean;
 - control / perturbed_mean when GIM refuses the contexts (identity features of an unseen KO):
   `gim.evaluate` then cannot describe them to any method, and GIM's row says "refused".
 """
@@ -107,7 +112,10 @@ class Scorer:
             return None
         extra += ["perturbed_mean_dose"] if self.run.meta.keys.dose_key else []
         rows = pd.DataFrame(res.summary["per_context"])
-        return pd.concat([rows, self._extra(sub, extra)], ignore_index=True)
+        parts = [rows, self._extra(sub, extra)]
+        if self.screen.sample is None:
+            parts.append(self._ceiling(sub, rows))
+        return pd.concat(parts, ignore_index=True)
 
     def _dose_keys(self, obs: pd.DataFrame) -> list[str]:
         return cell_keys(obs, self.run.meta.keys)["dose"].astype(str).tolist()
@@ -127,6 +135,30 @@ class Scorer:
                 run, held, means, ref, n_cells=None, seed=self.seed
             )
         return heldout._score_contexts(run, held, Xte, ref, preds, self.space, seed=self.seed)
+
+    def _ceiling(self, test, like: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the noise ceiling (module docstring): r2_mean only, per held-out context."""
+        run, ref = self.run, self.ref
+        held = heldout._Heldout.of(run, test)
+        Xte = heldout.log_expression(test, run)
+        rows = []
+        for k in range(len(held.table)):
+            X = Xte[np.flatnonzero(held.cell_ctx == k)].toarray().astype(np.float64)
+            y = X.mean(0)
+            if len(X) > 1:
+                v = X.var(0, ddof=1) / len(X)
+            else:  # one sample: its noise read from the group's control samples
+                v = self.Xtr[ref.ctrl_rows[held.queries[k].group]].toarray().var(0, ddof=1)
+            ss = float(((y - y.mean()) ** 2).sum())
+            row = held.table.iloc[k]
+            rows.append(
+                {
+                    **{c: row[c] for c in ["condition", "dose", *run.cov_keys]},
+                    "method": "ceiling",
+                    "r2_mean": 1 - float(v.sum()) / ss if ss > 0 else np.nan,
+                }
+            )
+        return pd.DataFrame(rows).reindex(columns=like.columns)
 
     def _oracle(self, held) -> tuple[np.ndarray, list[np.ndarray]]:
         by_key = {(c.condition, c.dose): c for c in self.screen.contexts}

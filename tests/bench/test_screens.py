@@ -37,3 +37,28 @@ def test_tiny_screen_end_to_end():
     md, headline = markdown(summary, {"size": "quick", "jobs": 1, "wall_s": 1.0,
                                       "machine": "test", "skipped": []}, TITLES)  # fmt: skip
     assert "oracle" in md and "linear-dag" in headline
+
+
+def test_noise_ceiling_matches_the_oracle_where_the_truth_is_known():
+    """The ceiling of real screens (expected R² of the true mean against the observed one) must
+    agree with the oracle's R² on a simulated screen: there the true mean is known (1000 fresh
+    cells, whose own Monte Carlo noise adds ~5% of a 50-cell context's)."""
+    from dataclasses import replace
+
+    from bench.screens.run import build, config
+    from bench.screens.score import Scorer
+    from gimcli.config import DataKeys
+    from gimcli.training.fitting import fit_run
+
+    screen = build("linear-dag", 0, "quick")
+    run, _ = fit_run(screen.adata, keys=DataKeys(**screen.keys), device="cpu",
+                     config=config("linear-dag", 0, TrainConfig(steps=30)),
+                     train_mask=screen.mask)  # fmt: skip
+    per = pd.DataFrame(Scorer(run, screen, seed=0).heldout_rows()[0])
+    as_real = pd.DataFrame(Scorer(run, replace(screen, sample=None), seed=0).heldout_rows()[0])
+    oracle = per.loc[per["method"] == "oracle", "r2_mean"].to_numpy()
+    ceiling = as_real.loc[as_real["method"] == "ceiling", "r2_mean"].to_numpy()
+    assert len(ceiling) == len(oracle) > 10 and "oracle" not in set(as_real["method"])
+    gap_o, gap_c = 1 - oracle.mean(), 1 - ceiling.mean()
+    assert gap_o > 0.002  # the noise is not negligible, so the comparison means something
+    assert abs(gap_c - gap_o) < 0.25 * gap_o, (gap_c, gap_o)
