@@ -227,6 +227,8 @@ class GimRun:
                     own, doses, requests, prob, shift, spike, log_odds, new=False
                 )
             self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
+            if self.spec.kind == "identity":
+                self._across_groups(comps, doses, requests, measured, prob, shift, spike, log_odds)
             self._combination_departure(comps, requests, whole_k, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
@@ -257,6 +259,83 @@ class GimRun:
                 delta = w * _interp_rows(t0, t, R)
                 shift[k, c] += delta  # on and off target alike: E[u] moves by delta
                 spike[k, c] += delta
+
+    def _across_groups(self, comps, doses, requests, measured, prob, shift, spike, log_odds):
+        """A perturbation measured alone in other covariate groups (cell lines) but in none at
+        this one (in place; identity features, whose network prior knows little of it): the
+        group's shared response (`_unseen_profile`) plus w times its mean residual over the groups
+        where it was measured (direct shift minus that group's shared response), w in [0, 1] by
+        leave-one-group-out over training perturbations measured in two or more groups
+        (`_group_transfer`); its own gene, a knock-out's, keeps the mean of its measured shifts
+        there. On the Norman / McFaline lines w is ~0: what a perturbation does beyond the shared
+        response does not carry from one line to the next (bench/NOTES.md)."""
+        table, w = self._group_transfer
+        if not table:
+            return
+        _, rest, _, _ = self._unseen_profile
+        groups = self.group_index(requests)
+        present = {(n, covs) for n, _, covs in self._posterior_index[1]}
+        for k, (cl, dl, covs) in enumerate(
+            zip(comps, doses, self._cov_tuples(requests), strict=True)
+        ):
+            for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
+                entry = table.get((name, round(dz, 9)))
+                if measured[k, c] or entry is None or (name, covs) in present:
+                    continue
+                R, own_j, own_shift, own_lo = entry
+                g = int(groups[k])
+                prob[k, c], log_odds[k, c] = 0.0, _NO_COMPONENT
+                shift[k, c] = spike[k, c] = rest[g] + w * R.mean(0)
+                if own_j >= 0:
+                    prob[k, c, own_j], log_odds[k, c, own_j] = 1.0, own_lo
+                    shift[k, c, own_j] = spike[k, c, own_j] = own_shift
+                measured[k, c] = True
+
+    @cached_property
+    def _group_transfer(self) -> tuple[dict, float]:
+        """Per (perturbation, dose) measured alone in training: its residuals (n_groups, d) over
+        the groups it was measured in (direct shift minus the group's shared response without it,
+        own gene zeroed), its own gene (-1 if none), that gene's mean shift and log-odds; and the
+        leave-one-group-out weight w of the mean residual (0 without any perturbation measured in
+        two or more groups)."""
+        if self.posterior is None or self.posterior_shift is None or len(self.std_mean) < 2:
+            return {}, 0.0
+        _, _, _, share = self._unseen_profile
+        tc, direct = self.contexts, self._posterior_direct
+        groups = self.group_index(tc)
+        perturbed = np.flatnonzero(~tc["is_control"].astype(bool).to_numpy())
+        keeps = {
+            k: self._not_own_genes(self.meta.keys.combinations.split(str(tc["condition"].iloc[k])))
+            for k in perturbed
+        }
+        sums = {}
+        for k in perturbed:  # per group: sums and counts of the direct shifts, own genes left out
+            S, N = sums.setdefault(
+                int(groups[k]), (np.zeros(direct.shape[1]), np.zeros(direct.shape[1]))
+            )
+            S += np.where(keeps[k], direct[k], 0.0)
+            N += keeps[k]
+        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
+        by: dict = {}
+        for (name, dz, _), k in self._posterior_index[1].items():
+            g = int(groups[k])
+            base = share[g] * _mean_of_others(*sums[g], direct[k], keeps[k])
+            by.setdefault((name, dz), []).append((np.where(keeps[k], direct[k] - base, 0.0), k))
+        table, num, den = {}, 0.0, 0.0
+        for (name, dz), items in by.items():
+            R = np.stack([r for r, _ in items])
+            j = int(gene_of.get(name, -1))
+            own = (
+                (float(np.mean([direct[k, j] for _, k in items])),
+                 float(np.mean([self.target_score[k, j] for _, k in items])))
+                if j >= 0 else (0.0, _NO_COMPONENT)
+            )  # fmt: skip
+            table[(name, dz)] = (R, j, *own)
+            for i in range(len(R)) if len(R) > 1 else ():
+                v = np.delete(R, i, 0).mean(0)
+                num, den = num + float(v @ R[i]), den + float(v @ v)
+        w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+        return table, w
 
     def _combination_departure(self, comps, requests, whole_k, shift, spike) -> None:
         """A combination not measured as a whole (in place): the sum of its components'
@@ -376,7 +455,7 @@ class GimRun:
         unseen = [(k, c) for k, cl in enumerate(comps) for c, n in enumerate(cl) if n not in known]
         if not unseen or self.posterior is None or self.posterior_shift is None:
             return
-        own, rest, weight = self._unseen_profile
+        own, rest, weight, _ = self._unseen_profile
         B = self.module.sem.weights().detach().numpy()
         groups = self.group_index(requests)
         comp_gene = cb.comp_gene.numpy()
@@ -451,7 +530,7 @@ class GimRun:
         )
 
     @cached_property
-    def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per covariate group: (median own-gene direct shift, its median log-odds) of training
         single knock-outs of measured genes (NaN where a group has none); the mean direct shift
         (d) of its training perturbations, each context's own gene left out, times the share
@@ -459,7 +538,8 @@ class GimRun:
         perturbations act differently, as inhibitors of a signalling network do, gets less of
         the mean than one with a common response); and the weight in
         [0, 1] of the own shift's cascade through B, by least squares over the training knock-outs
-        of measured genes, each predicted from the others (1 where there are fewer than 3)."""
+        of measured genes, each predicted from the others (1 where there are fewer than 3); and
+        the share itself (G,)."""
         tc = self.contexts
         G, d = len(self.std_mean), len(self.genes)
         direct = self._posterior_direct
@@ -473,14 +553,12 @@ class GimRun:
         own = np.full((G, 2), np.nan)
         rest = np.zeros((G, d), np.float32)
         weight = np.ones(G, np.float32)
+        shares = np.zeros(G, np.float32)
         for g in range(G):
             kos, keeps = [], []  # (context, own gene) of single knock-outs of measured genes
             for k in np.flatnonzero((groups == g) & perturbed):
                 cl = self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))
-                keep = np.ones(d, bool)
-                for n in cl:
-                    if gene_of.get(n, -1) >= 0:
-                        keep[gene_of[n]] = False
+                keep = self._not_own_genes(cl)
                 if len(cl) == 1 and not keep.all():
                     kos.append((k, gene_of[cl[0]]))
                 keeps.append((k, keep))
@@ -498,7 +576,7 @@ class GimRun:
             den = sum(float(r @ r) for r, _ in loo)
             share = float(np.clip(sum(float(r @ y) for r, y in loo) / den, 0, 1)) if den else 0
             share = share if len(keeps) >= 3 else 1.0
-            rest[g] = share * S / np.maximum(N, 1)
+            rest[g], shares[g] = share * S / np.maximum(N, 1), share
             if not kos:
                 continue
             eff = np.array([direct[k, j] for k, j in kos])
@@ -513,7 +591,16 @@ class GimRun:
                 v = o * (A_inv[:, j] - np.eye(d)[j])
                 num, den = num + resid @ v, den + v @ v
             weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
-        return own, rest, weight
+        return own, rest, weight, shares
+
+    def _not_own_genes(self, components: list[str]) -> np.ndarray:
+        """(d,) bool: False at the measured genes the components knock out (their own genes)."""
+        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
+        keep = np.ones(len(self.genes), bool)
+        for n in components:
+            if gene_of.get(n, -1) >= 0:
+                keep[gene_of[n]] = False
+        return keep
 
     @property
     def _observed_direct(self) -> np.ndarray:

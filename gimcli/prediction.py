@@ -365,6 +365,9 @@ class _Plan:
         departure = self.combination_departure()
         if departure:
             uns[_keys.UNS]["combination_departure"] = departure
+        transfer = self.group_transfer()
+        if transfer:
+            uns[_keys.UNS]["group_transfer"] = transfer
         if self.pca is not None:
             center, _, var, ratio = self.pca
             uns[_keys.UNS]["pca_mean"] = center.astype(np.float32)
@@ -397,6 +400,32 @@ class _Plan:
         groups = self.run.groups
         name = {g: "|".join(f"{k}={groups[k].iloc[g]}" for k in keys) or "all" for g in fit.mean}
         return {name[g]: v for g, v in fit.summary().items()}
+
+    def group_transfer(self) -> dict:
+        """The weight of a perturbation's residual carried from the covariate groups it was
+        measured in to one it was not (GimRun._across_groups), where a request is such a case."""
+        table, w = self.run._group_transfer
+        if not table or self.run.spec.kind != "identity":
+            return {}
+        present = {(n, covs) for n, _, covs in self.run._posterior_index[1]}
+        rule = self.run.meta.keys.combinations
+        used = [
+            (n, covs)
+            for c, covs in zip(
+                self.requests["condition"], self.run._cov_tuples(self.requests), strict=True
+            )
+            for n in rule.split(c)
+            if (n, covs) not in present and any(n == k[0] for k in table)
+        ]
+        if not used:
+            return {}
+        return {
+            "weight": float(w),
+            "n_perturbations_in_two_or_more_groups": int(
+                sum(len(v[0]) > 1 for v in table.values())
+            ),
+            "requests": sorted({f"{n} in {'|'.join(c)}" for n, c in used}),
+        }
 
     def warn_low_similarity(self) -> None:
         app = self.tables["applicability"]

@@ -165,3 +165,55 @@ def test_held_out_pairs_take_the_departure_from_additivity_of_training_pairs():
     pred = gim.predict(run, conditions=["k0+k3"], n_cells=10, with_controls=False)
     rec = pred.uns["gim"]["combination_departure"]["all"]
     assert rec["n_combinations"] == 13 and rec["weight_mean"] == round(fit.weight_mean[0], 4)
+
+
+def _lines_screen(*, carries: bool, seed: int = 0, d: int = 10, n: int = 60) -> ad.AnnData:
+    """Eight perturbations in three cell lines: each line's perturbations share a response of
+    their own (genes g8, g9) and each perturbation moves one gene by 1.5 noise sds, the same gene
+    the same way in every line (`carries`) or a random gene and sign per line."""
+    rng = np.random.default_rng(seed)
+    rows, conds, lines = [], [], []
+    for li, line in enumerate(["L0", "L1", "L2"]):
+        shared = np.zeros(d)
+        shared[8], shared[9] = 0.8 + 0.4 * li, -0.6
+        for name in ["control"] + [f"p{i}" for i in range(8)]:
+            m = 300 if name == "control" else n
+            u = np.zeros(d)
+            if name != "control":
+                i = int(name[1:])
+                u += shared
+                if carries:
+                    u[i] += 1.5 * (1 if i % 2 else -1)
+                else:
+                    u[rng.integers(8)] += 1.5 * rng.choice([-1.0, 1.0])
+            rows.append(np.clip(4.0 + 0.3 * (u + rng.normal(size=(m, d))), 0, None))
+            conds += [name] * m
+            lines += [line] * m
+    a = _anndata(rows, conds, d)
+    a.obs["line"] = lines
+    return a
+
+
+def test_a_perturbation_new_to_a_cell_line_carries_what_other_lines_show_where_it_does():
+    """A perturbation measured in other lines only: the line's shared response plus its mean
+    residual over the lines where it was measured, weighted by how well that predicted each
+    training perturbation in one line from the others (leave one line out)."""
+    for carries in (True, False):
+        a = _lines_screen(carries=carries)
+        held = ((a.obs["condition"] == "p2") & (a.obs["line"] == "L1")) | (
+            (a.obs["condition"] == "p5") & (a.obs["line"] == "L2")
+        )
+        ctrl = a.obs["condition"] == "control"
+        run = gim.train(a[~held.to_numpy()].copy(), covariate_keys="line", steps=400, seed=0)
+        table, w = run._group_transfer
+        ev = gim.evaluate(run, a[(held | ctrl).to_numpy()].copy(), train=a[~held.to_numpy()],
+                          methods=["gim", "perturbed_mean", "control"])  # fmt: skip
+        mse = ev.table.groupby("method")["mse"].mean()
+        if carries:  # measured: w 0.98, mse gim 0.0055, perturbed mean 0.0233, control 0.0433
+            assert w > 0.8, w
+            assert mse["gim"] < 0.5 * mse["perturbed_mean"], mse.to_dict()
+            pred = gim.predict(run, conditions=["p2", "p3"], covariate={"line": "L1"}, n_cells=10)
+            assert pred.uns["gim"]["group_transfer"]["requests"] == ["p2 in L1"]
+        else:  # measured: w 0.0; gim 0.0278 (the line's shared response), control 0.0464
+            assert w < 0.2, w
+            assert mse["gim"] < 0.7 * mse["control"], mse.to_dict()
