@@ -301,7 +301,8 @@ class GimRun:
         if self.posterior is None or self.posterior_shift is None or len(self.std_mean) < 2:
             return {}, 0.0
         _, _, _, share = self._unseen_profile
-        tc, direct = self.contexts, self._posterior_direct
+        tc = self.contexts
+        direct, rd = self._posterior_direct, self._observed_direct
         groups = self.group_index(tc)
         perturbed = np.flatnonzero(~tc["is_control"].astype(bool).to_numpy())
         keeps = {
@@ -313,14 +314,14 @@ class GimRun:
             S, N = sums.setdefault(
                 int(groups[k]), (np.zeros(direct.shape[1]), np.zeros(direct.shape[1]))
             )
-            S += np.where(keeps[k], direct[k], 0.0)
+            S += np.where(keeps[k], rd[k], 0.0)
             N += keeps[k]
         gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
         by: dict = {}
         for (name, dz, _), k in self._posterior_index[1].items():
             g = int(groups[k])
-            base = share[g] * _mean_of_others(*sums[g], direct[k], keeps[k])
-            by.setdefault((name, dz), []).append((np.where(keeps[k], direct[k] - base, 0.0), k))
+            base = share[g] * _mean_of_others(*sums[g], rd[k], keeps[k])
+            by.setdefault((name, dz), []).append((np.where(keeps[k], rd[k] - base, 0.0), k))
         table, num, den = {}, 0.0, 0.0
         for (name, dz), items in by.items():
             R = np.stack([r for r, _ in items])
@@ -532,8 +533,10 @@ class GimRun:
     @cached_property
     def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per covariate group: (median own-gene direct shift, its median log-odds) of training
-        single knock-outs of measured genes (NaN where a group has none); the mean direct shift
-        (d) of its training perturbations, each context's own gene left out, times the share
+        single knock-outs of measured genes (NaN where a group has none); the mean observed direct
+        shift (d; A times the mean change, unshrunk: the posterior shrinks each context's small
+        shifts, and the shared response is their mean) of its training perturbations, each
+        context's own gene left out, times the share
         in [0, 1] of it that predicts each training perturbation from the others (a screen whose
         perturbations act differently, as inhibitors of a signalling network do, gets less of
         the mean than one with a common response); and the weight in
@@ -564,13 +567,14 @@ class GimRun:
                 keeps.append((k, keep))
             if not keeps:
                 continue
-            S = sum(np.where(keep, direct[k], 0.0) for k, keep in keeps)
+            rd = self._observed_direct  # unshrunk: the mean of many contexts' small shifts
+            S = sum(np.where(keep, rd[k], 0.0) for k, keep in keeps)
             N = sum(keep.astype(float) for _, keep in keeps)
 
             # how much of the shared response a perturbation shares: each one's direct shift
             # (its own gene left out) on the others' mean, by least squares (1 with fewer than 3)
             loo = [
-                (_mean_of_others(S, N, direct[k], keep), np.where(keep, direct[k], 0.0))
+                (_mean_of_others(S, N, rd[k], keep), np.where(keep, rd[k], 0.0))
                 for k, keep in keeps
             ]
             den = sum(float(r @ r) for r, _ in loo)
@@ -585,7 +589,7 @@ class GimRun:
                 continue
             num = den = 0.0
             for i, (k, j) in enumerate(kos):
-                r_k = share * _mean_of_others(S, N, direct[k], dict(keeps)[k])
+                r_k = share * _mean_of_others(S, N, rd[k], dict(keeps)[k])
                 o = np.median(np.delete(eff, i))
                 resid = total[k] - A_inv @ r_k - o * np.eye(d)[j]
                 v = o * (A_inv[:, j] - np.eye(d)[j])

@@ -122,7 +122,8 @@ def test_a_held_out_perturbation_takes_only_the_share_of_the_mean_response_other
     a = _inhibitor_screen()
     run = gim.train(a, holdout_conditions=["inh3", "inh6"], steps=400, seed=0)
     mse = run.evaluation.table.groupby("method")["mse"].mean()
-    # measured: gim 0.049, control 0.028, perturbed_mean 0.070; the unscaled mean gave 0.082
+    # measured: gim 0.041 (observed direct shifts; 0.049 from the posterior), control 0.028,
+    # perturbed_mean 0.088; the unscaled mean gave 0.082
     assert mse["gim"] < 0.8 * mse["perturbed_mean"], mse.to_dict()
 
 
@@ -209,11 +210,11 @@ def test_a_perturbation_new_to_a_cell_line_carries_what_other_lines_show_where_i
         ev = gim.evaluate(run, a[(held | ctrl).to_numpy()].copy(), train=a[~held.to_numpy()],
                           methods=["gim", "perturbed_mean", "control"])  # fmt: skip
         mse = ev.table.groupby("method")["mse"].mean()
-        if carries:  # measured: w 0.98, mse gim 0.0055, perturbed mean 0.0233, control 0.0433
+        if carries:  # measured: w 0.96, mse gim 0.0021, perturbed mean 0.0233, control 0.0433
             assert w > 0.8, w
             assert mse["gim"] < 0.5 * mse["perturbed_mean"], mse.to_dict()
             pred = gim.predict(run, conditions=["p2", "p3"], covariate={"line": "L1"}, n_cells=10)
             assert pred.uns["gim"]["group_transfer"]["requests"] == ["p2 in L1"]
-        else:  # measured: w 0.0; gim 0.0278 (the line's shared response), control 0.0464
+        else:  # measured: w 0.0; gim 0.0259 (the line's shared response), control 0.0464
             assert w < 0.2, w
             assert mse["gim"] < 0.7 * mse["control"], mse.to_dict()
