@@ -227,8 +227,7 @@ class GimRun:
                     own, doses, requests, prob, shift, spike, log_odds, new=False
                 )
             self._dose_residual(comps, doses, cov_rows, measured, shift, spike)
-            if self.spec.kind == "identity":
-                self._across_groups(comps, doses, requests, measured, prob, shift, spike, log_odds)
+            self._across_groups(comps, doses, requests, measured, prob, shift, spike, log_odds)
             self._combination_departure(comps, requests, whole_k, shift, spike)
         if self.spec.kind == "identity":
             self._unseen_knockouts(comps, requests, cb, prob, shift, spike, log_odds)
@@ -262,13 +261,14 @@ class GimRun:
 
     def _across_groups(self, comps, doses, requests, measured, prob, shift, spike, log_odds):
         """A perturbation measured alone in other covariate groups (cell lines) but in none at
-        this one (in place; identity features, whose network prior knows little of it): the
-        group's shared response (`_unseen_profile`) plus w times its mean residual over the groups
-        where it was measured (direct shift minus that group's shared response), w in [0, 1] by
-        leave-one-group-out over training perturbations measured in two or more groups
-        (`_group_transfer`); its own gene, a knock-out's, keeps the mean of its measured shifts
-        there. On the Norman / McFaline lines w is ~0: what a perturbation does beyond the shared
-        response does not carry from one line to the next (bench/NOTES.md)."""
+        this one (in place): its base there plus w times its mean residual over the groups where
+        it was measured (observed direct shift minus the base), w in [0, 1] by leave-one-group-out
+        over training perturbations measured in two or more groups (`_group_transfer`). The base:
+        with identity features (whose network prior knows little of it), the group's shared
+        response (`_unseen_profile`), and a knock-out's own gene keeps the mean of its measured
+        shifts; with features, the feature prior already in place. On the Norman / McFaline
+        lines w is ~0: what a perturbation does beyond the shared response does not carry from
+        one line to the next (bench/NOTES.md)."""
         table, w = self._group_transfer
         if not table:
             return
@@ -283,6 +283,10 @@ class GimRun:
                 if measured[k, c] or entry is None or (name, covs) in present:
                     continue
                 R, own_j, own_shift, own_lo = entry
+                if self.spec.kind != "identity":  # on the feature prior in place
+                    shift[k, c] += w * R.mean(0)
+                    spike[k, c] += w * R.mean(0)
+                    continue
                 g = int(groups[k])
                 prob[k, c], log_odds[k, c] = 0.0, _NO_COMPONENT
                 shift[k, c] = spike[k, c] = rest[g] + w * R.mean(0)
@@ -300,6 +304,9 @@ class GimRun:
         two or more groups)."""
         if self.posterior is None or self.posterior_shift is None or len(self.std_mean) < 2:
             return {}, 0.0
+        identity = self.spec.kind == "identity"
+        if not identity and not self._dose_base_is_feature_prior:
+            return {}, 0.0  # the network's prior for a drug in a new group: nothing to add to
         _, _, _, share = self._unseen_profile
         tc = self.contexts
         direct, rd = self._posterior_direct, self._observed_direct
@@ -318,9 +325,14 @@ class GimRun:
             N += keeps[k]
         gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
         by: dict = {}
+        prior = (
+            {}
+            if identity
+            else dict(zip(self._singles[0], self._feature_prior_of_singles, strict=True))
+        )
         for (name, dz, _), k in self._posterior_index[1].items():
             g = int(groups[k])
-            base = share[g] * _mean_of_others(*sums[g], rd[k], keeps[k])
+            base = share[g] * _mean_of_others(*sums[g], rd[k], keeps[k]) if identity else prior[k]
             by.setdefault((name, dz), []).append((np.where(keeps[k], rd[k] - base, 0.0), k))
         table, num, den = {}, 0.0, 0.0
         for (name, dz), items in by.items():
@@ -405,6 +417,17 @@ class GimRun:
         return max(doses.values()) >= 3
 
     @cached_property
+    def _feature_prior_of_singles(self) -> np.ndarray:
+        """(n, d) the feature prior's mean direct shift at each training context of one drug
+        (`_singles` order)."""
+        rows, sub, t, cov = self._singles
+        names = sub["condition"].astype(str)
+        p, on, off = self._feature_prior.predict(
+            np.stack([self._feature_of[n] for n in names]), t, cov
+        )
+        return p * on + (1 - p) * off
+
+    @cached_property
     def _dose_residuals(self) -> tuple[dict, float]:
         """Per (component, covariates) measured alone: its transformed doses (sorted) and
         residuals (n, d); and the weight w of the interpolated residual."""
@@ -412,11 +435,7 @@ class GimRun:
             return {}, 0.0
         rows, sub, t, cov = self._singles
         if self._dose_base_is_feature_prior:
-            names = sub["condition"].astype(str)
-            p, on, off = self._feature_prior.predict(
-                np.stack([self._feature_of[n] for n in names]), t, cov
-            )
-            prior = p * on + (1 - p) * off
+            prior = self._feature_prior_of_singles
             direct = self._observed_direct[rows]
         else:
             cb = self.context_batch(

@@ -405,7 +405,7 @@ class _Plan:
         """The weight of a perturbation's residual carried from the covariate groups it was
         measured in to one it was not (GimRun._across_groups), where a request is such a case."""
         table, w = self.run._group_transfer
-        if not table or self.run.spec.kind != "identity":
+        if not table:
             return {}
         present = {(n, covs) for n, _, covs in self.run._posterior_index[1]}
         rule = self.run.meta.keys.combinations
