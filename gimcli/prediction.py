@@ -421,7 +421,7 @@ class _Plan:
             return {}
         return {
             "weight": float(w),
-            "n_perturbations_in_two_or_more_groups": int(
+            "n_perturbation_doses_in_two_or_more_groups": int(
                 sum(len(v[0]) > 1 for v in table.values())
             ),
             "requests": sorted({f"{n} in {'|'.join(c)}" for n, c in used}),
