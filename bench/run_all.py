@@ -31,6 +31,7 @@ BENCH_CFG = {
     "sciplex": TrainConfig(),
     # issue 9's screens: modest steps so that ~16 jobs fit ~12 min on 2 processes
     "screens": TrainConfig(steps=1000),
+    "lines": TrainConfig(steps=1000),
 }
 # benchmark -> module (sim_cost2 reruns benchmark 1 with the former default target cost 2.0, for
 # tuning)
@@ -41,6 +42,7 @@ MODULE = {
     "datlinger": "datlinger",
     "sciplex": "sciplex",
     "screens": "screens.run",
+    "lines": "lines",
 }
 TITLES = {
     "sim": "1. Simulated screens: unseen drugs, doses and combinations; targets and graph",
@@ -52,9 +54,10 @@ TITLES = {
     "direct targets?",
     "sciplex": "4. sci-Plex-shaped simulation with the real sci-Plex compounds and doses",
     "screens": "6. Screens sized like real ones: 100-150 training drugs, KO pairs, L1000, Papalexi",
+    "lines": "7. Drugs across cell lines (simulated, 3 lines): a drug new to a line, unseen drugs",
 }
 # The default set of `make bench`; sim_cost2 (a tuning rerun of benchmark 1) only with --only.
-DEFAULT = "sim,norman,datlinger,sciplex,screens"
+DEFAULT = "sim,norman,datlinger,sciplex,screens,lines"
 
 
 def write(
