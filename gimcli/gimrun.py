@@ -274,22 +274,21 @@ class GimRun:
             return
         _, rest, _, _ = self._unseen_profile
         groups = self.group_index(requests)
-        present = {(n, covs) for n, _, covs in self._posterior_index[1]}
         for k, (cl, dl, covs) in enumerate(
             zip(comps, doses, self._cov_tuples(requests), strict=True)
         ):
             for c, (name, dz) in enumerate(zip(cl, dl, strict=True)):
                 entry = table.get((name, round(dz, 9)))
-                if measured[k, c] or entry is None or (name, covs) in present:
+                if measured[k, c] or entry is None or (name, covs) in self._measured_alone_in:
                     continue
-                R, own_j, own_shift, own_lo = entry
+                mean_r, _, own_j, own_shift, own_lo = entry
                 if self.spec.kind != "identity":  # on the feature prior in place
-                    shift[k, c] += w * R.mean(0)
-                    spike[k, c] += w * R.mean(0)
+                    shift[k, c] += w * mean_r
+                    spike[k, c] += w * mean_r
                     continue
                 g = int(groups[k])
                 prob[k, c], log_odds[k, c] = 0.0, _NO_COMPONENT
-                shift[k, c] = spike[k, c] = rest[g] + w * R.mean(0)
+                shift[k, c] = spike[k, c] = rest[g] + w * mean_r
                 if own_j >= 0:
                     prob[k, c, own_j], log_odds[k, c, own_j] = 1.0, own_lo
                     shift[k, c, own_j] = spike[k, c, own_j] = own_shift
@@ -297,9 +296,9 @@ class GimRun:
 
     @cached_property
     def _group_transfer(self) -> tuple[dict, float]:
-        """Per (perturbation, dose) measured alone in training: its residuals (n_groups, d) over
-        the groups it was measured in (direct shift minus the group's shared response without it,
-        own gene zeroed), its own gene (-1 if none), that gene's mean shift and log-odds; and the
+        """Per (perturbation, dose) measured alone in training: its mean residual (d) over the
+        groups it was measured in (observed direct shift minus its base there, own gene zeroed),
+        their number, its own gene (-1 if none), that gene's mean shift and log-odds; and the
         leave-one-group-out weight w of the mean residual (0 without any perturbation measured in
         two or more groups)."""
         if self.posterior is None or self.posterior_shift is None or len(self.std_mean) < 2:
@@ -308,47 +307,44 @@ class GimRun:
         if not identity and not self._dose_base_is_feature_prior:
             return {}, 0.0  # the network's prior for a drug in a new group: nothing to add to
         _, _, _, share = self._unseen_profile
-        tc = self.contexts
-        direct, rd = self._posterior_direct, self._observed_direct
-        groups = self.group_index(tc)
-        perturbed = np.flatnonzero(~tc["is_control"].astype(bool).to_numpy())
-        keeps = {
-            k: self._not_own_genes(self.meta.keys.combinations.split(str(tc["condition"].iloc[k])))
-            for k in perturbed
-        }
-        sums = {}
-        for k in perturbed:  # per group: sums and counts of the direct shifts, own genes left out
-            S, N = sums.setdefault(
-                int(groups[k]), (np.zeros(direct.shape[1]), np.zeros(direct.shape[1]))
-            )
-            S += np.where(keeps[k], rd[k], 0.0)
-            N += keeps[k]
-        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
-        by: dict = {}
+        keeps, sums = self._shared_sums
+        rd = self._observed_direct
+        groups = self.group_index(self.contexts)
         prior = (
-            {}
+            None
             if identity
             else dict(zip(self._singles[0], self._feature_prior_of_singles, strict=True))
         )
+
+        def base_of(k):  # the group's shared response without k, or the feature prior
+            if prior is not None:
+                return prior[k]
+            return share[groups[k]] * _mean_of_others(*sums[groups[k]], rd[k], keeps[k])
+
+        by: dict = {}
         for (name, dz, _), k in self._posterior_index[1].items():
-            g = int(groups[k])
-            base = share[g] * _mean_of_others(*sums[g], rd[k], keeps[k]) if identity else prior[k]
-            by.setdefault((name, dz), []).append((np.where(keeps[k], rd[k] - base, 0.0), k))
+            by.setdefault((name, dz), []).append(k)
         table, num, den = {}, 0.0, 0.0
-        for (name, dz), items in by.items():
-            R = np.stack([r for r, _ in items])
-            j = int(gene_of.get(name, -1))
+        for (name, dz), ks in by.items():
+            R = np.stack([np.where(keeps[k], rd[k] - base_of(k), 0.0) for k in ks])
+            j = int(self._gene_of.get(name, -1))
             own = (
-                (float(np.mean([direct[k, j] for _, k in items])),
-                 float(np.mean([self.target_score[k, j] for _, k in items])))
+                (float(self._posterior_direct[ks, j].mean()),
+                 float(self.target_score[ks, j].mean()))
                 if j >= 0 else (0.0, _NO_COMPONENT)
             )  # fmt: skip
-            table[(name, dz)] = (R, j, *own)
-            for i in range(len(R)) if len(R) > 1 else ():
-                v = np.delete(R, i, 0).mean(0)
-                num, den = num + float(v @ R[i]), den + float(v @ v)
+            table[(name, dz)] = (R.mean(0), len(ks), j, *own)
+            if len(R) > 1:
+                for i in range(len(R)):
+                    v = np.delete(R, i, 0).mean(0)
+                    num, den = num + float(v @ R[i]), den + float(v @ v)
         w = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
         return table, w
+
+    @cached_property
+    def _measured_alone_in(self) -> set[tuple[str, tuple[str, ...]]]:
+        """(perturbation, covariates) of every training context of one perturbation."""
+        return {(n, covs) for n, _, covs in self._posterior_index[1]}
 
     def _combination_departure(self, comps, requests, whole_k, shift, spike) -> None:
         """A combination not measured as a whole (in place): the sum of its components'
@@ -570,25 +566,23 @@ class GimRun:
             A_inv = self.module.sem.propagate(torch.eye(d)).numpy().T  # column j: A^-1 e_j
         score = self.target_score
         groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
-        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
-        perturbed = ~tc["is_control"].astype(bool).to_numpy()
         own = np.full((G, 2), np.nan)
         rest = np.zeros((G, d), np.float32)
         weight = np.ones(G, np.float32)
         shares = np.zeros(G, np.float32)
+        all_keeps, sums = self._shared_sums
+        rd = self._observed_direct  # unshrunk: the mean of many contexts' small shifts
         for g in range(G):
-            kos, keeps = [], []  # (context, own gene) of single knock-outs of measured genes
-            for k in np.flatnonzero((groups == g) & perturbed):
-                cl = self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))
-                keep = self._not_own_genes(cl)
-                if len(cl) == 1 and not keep.all():
-                    kos.append((k, gene_of[cl[0]]))
-                keeps.append((k, keep))
+            keeps = [(k, keep) for k, keep in all_keeps.items() if groups[k] == g]
             if not keeps:
                 continue
-            rd = self._observed_direct  # unshrunk: the mean of many contexts' small shifts
-            S = sum(np.where(keep, rd[k], 0.0) for k, keep in keeps)
-            N = sum(keep.astype(float) for _, keep in keeps)
+            kos = [  # (context, own gene) of single knock-outs of measured genes
+                (k, self._gene_of[str(tc["condition"].iloc[k])])
+                for k, keep in keeps
+                if not keep.all()
+                and len(self.meta.keys.combinations.split(str(tc["condition"].iloc[k]))) == 1
+            ]
+            S, N = sums[g]
 
             # how much of the shared response a perturbation shares: each one's direct shift
             # (its own gene left out) on the others' mean, by least squares (1 with fewer than 3)
@@ -616,14 +610,29 @@ class GimRun:
             weight[g] = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
         return own, rest, weight, shares
 
-    def _not_own_genes(self, components: list[str]) -> np.ndarray:
-        """(d,) bool: False at the measured genes the components knock out (their own genes)."""
-        gene_of = dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
-        keep = np.ones(len(self.genes), bool)
-        for n in components:
-            if gene_of.get(n, -1) >= 0:
-                keep[gene_of[n]] = False
-        return keep
+    @cached_property
+    def _gene_of(self) -> dict[str, int]:
+        """Training component -> index of its own (knocked-out) gene, -1 where none."""
+        return dict(zip(self.meta.components, self.meta.comp_gene, strict=True))
+
+    @cached_property
+    def _shared_sums(self) -> tuple[dict[int, np.ndarray], dict[int, tuple]]:
+        """Per perturbed training context: (d,) bool, False at the genes its components knock
+        out; per covariate group: the sums S and counts N per gene of its contexts' observed
+        direct shifts, those own genes left out (the shared response is S / N)."""
+        tc, rd = self.contexts, self._observed_direct
+        groups = self.group_index(tc) if len(tc) else np.zeros(0, np.int64)
+        keeps, sums = {}, {}
+        for k in np.flatnonzero(~tc["is_control"].astype(bool).to_numpy()):
+            keep = np.ones(len(self.genes), bool)
+            for n in self.meta.keys.combinations.split(str(tc["condition"].iloc[k])):
+                if self._gene_of.get(n, -1) >= 0:
+                    keep[self._gene_of[n]] = False
+            keeps[int(k)] = keep
+            S, N = sums.setdefault(int(groups[k]), (np.zeros(rd.shape[1]), np.zeros(rd.shape[1])))
+            S += np.where(keep, rd[k], 0.0)
+            N += keep
+        return keeps, sums
 
     @property
     def _observed_direct(self) -> np.ndarray:

@@ -407,22 +407,22 @@ class _Plan:
         table, w = self.run._group_transfer
         if not table:
             return {}
-        present = {(n, covs) for n, _, covs in self.run._posterior_index[1]}
         rule = self.run.meta.keys.combinations
+        names = {n for n, _ in table}
         used = [
             (n, covs)
             for c, covs in zip(
                 self.requests["condition"], self.run._cov_tuples(self.requests), strict=True
             )
             for n in rule.split(c)
-            if (n, covs) not in present and any(n == k[0] for k in table)
+            if n in names and (n, covs) not in self.run._measured_alone_in
         ]
         if not used:
             return {}
         return {
             "weight": float(w),
             "n_perturbation_doses_in_two_or_more_groups": int(
-                sum(len(v[0]) > 1 for v in table.values())
+                sum(v[1] > 1 for v in table.values())
             ),
             "requests": sorted({f"{n} in {'|'.join(c)}" for n, c in used}),
         }

@@ -99,7 +99,7 @@ class Scorer:
         with `refused`: the baselines that need no features, and empty GIM rows."""
         extra = ["oracle"] if self.screen.sample is not None else []
         if refused:
-            rows = self._extra(sub, [*extra, "control", "perturbed_mean"])
+            rows = self._extra(*self._cells(sub), [*extra, "control", "perturbed_mean"])
             gim_rows = rows[rows["method"] == "control"].assign(method="gim")
             gim_rows[list(METRICS)] = np.nan
             return pd.concat([gim_rows, rows], ignore_index=True)
@@ -112,19 +112,22 @@ class Scorer:
             return None
         extra += ["perturbed_mean_dose"] if self.run.meta.keys.dose_key else []
         rows = pd.DataFrame(res.summary["per_context"])
-        parts = [rows, self._extra(sub, extra)]
+        held, Xte = self._cells(sub)
+        parts = [rows, self._extra(held, Xte, extra)]
         if self.screen.sample is None:
-            parts.append(self._ceiling(sub, rows))
+            parts.append(self._ceiling(held, Xte, rows))
         return pd.concat(parts, ignore_index=True)
 
     def _dose_keys(self, obs: pd.DataFrame) -> list[str]:
         return cell_keys(obs, self.run.meta.keys)["dose"].astype(str).tolist()
 
-    def _extra(self, test, methods: list[str]) -> pd.DataFrame:
+    def _cells(self, test) -> tuple:
+        """The held-out contexts of `test` and its cells' log expression (built once per kind)."""
+        return heldout._Heldout.of(self.run, test), heldout.log_expression(test, self.run)
+
+    def _extra(self, held, Xte, methods: list[str]) -> pd.DataFrame:
         """Rows of the methods gim.evaluate does not have, scored as it scores its own."""
         run, ref = self.run, self.ref
-        held = heldout._Heldout.of(run, test)
-        Xte = heldout.log_expression(test, run)
         preds = {}
         for name in methods:
             if name == "oracle":
@@ -136,11 +139,10 @@ class Scorer:
             )
         return heldout._score_contexts(run, held, Xte, ref, preds, self.space, seed=self.seed)
 
-    def _ceiling(self, test, like: pd.DataFrame) -> pd.DataFrame:
-        """Rows of the noise ceiling (module docstring): r2_mean only, per held-out context."""
+    def _ceiling(self, held, Xte, like: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the noise ceiling (module docstring): r2_mean only, per held-out context of
+        `held` (cells `Xte`)."""
         run, ref = self.run, self.ref
-        held = heldout._Heldout.of(run, test)
-        Xte = heldout.log_expression(test, run)
         rows = []
         for k in range(len(held.table)):
             X = Xte[np.flatnonzero(held.cell_ctx == k)].toarray().astype(np.float64)
