@@ -115,3 +115,20 @@ def test_the_cli_and_the_library_train_the_same_model(gim, tmp_path):
     rec = lib.meta.options
     assert rec["values"]["steps"] == 30 and rec["sources"]["steps"] == "argument"
     assert rec["sources"]["lr"] == "default"
+
+
+def test_evaluate_takes_a_held_out_set_that_shares_the_training_controls():
+    """A notebook user's held-out set is the new drugs plus the controls that training saw too,
+    so cell names repeat across the two sets: the feature lookup over both sets' cells had raised
+    'cannot reindex on an axis with duplicate labels'."""
+    a = gimcli.simulate(n_genes=8, n_drugs=8, doses="10,100", n_cells=15, n_control=60, seed=0)
+    drugs = sorted(set(a.obs["condition"]) - {"control"})
+    held = a.obs["condition"].isin(drugs[:2]).to_numpy()
+    ctrl = (a.obs["condition"] == "control").to_numpy()
+    train, test = a[~held].copy(), a[held | ctrl].copy()
+    feats = [c for c in a.obs.columns if c.startswith("f")]
+    run = gimcli.train(train, dose_key="dose", feature_keys=feats, steps=60, seed=0)
+    table = gimcli.evaluate(run, test, train=train, methods=["gim", "control"]).table
+    per = table[table["scope"] == "context"]
+    assert len(per) == 2 * 2 * 2  # 2 drugs x 2 doses x 2 methods
+    assert set(per["condition"]) == set(drugs[:2]) and np.isfinite(per["r2_mean"]).all()

@@ -195,7 +195,7 @@ def evaluate(
     names = {n for q in held.queries for n in q.components}
     names |= {n for cl in ref.contexts["components"] for n in cl}
     feats = run.component_features(
-        sorted(names), obs=pd.concat([train.obs, test.obs]), table=drug_features
+        sorted(names), obs=pd.concat([train.obs, test.obs], ignore_index=True), table=drug_features
     )
     preds: dict[str, tuple[np.ndarray, list | None]] = {}
     pis: dict[str, np.ndarray] = {}
