@@ -436,11 +436,12 @@ class _Plan:
         if prior.get("cv_weight", 1.0) < 0.5:
             log.warning(
                 "the training drugs' features predicted their effects poorly in cross-validation "
-                "(skill %.2f over %d drugs): new drugs' shifts are scaled by %.2f towards no"
-                " change",
+                "(skill %.2f over %d drugs): new drugs' shifts from features are scaled by %.2f,"
+                " plus %.2f of the response the training drugs share",
                 prior["cv_skill"],
                 prior["n_drugs"],
                 prior["cv_weight"],
+                prior.get("cv_shared_weight", 0.0),
             )
 
 

@@ -23,12 +23,15 @@ gap with models a screen of that size can fit:
   hit j and over the rest.
 
 A new drug's intervention on gene j is a target with probability gate_j and shift on_j, and
-otherwise shifts by off_j (the response perturbations share), both times one weight w in [0, 1]:
-the least-squares scale of the prior's out-of-fold predictions of the training drugs' direct
-shifts (5 folds over drugs). Where features do not predict effects (a screen of 10 drugs:
-bench/RESULTS.md, benchmark 1) w falls towards 0, a new drug towards no direct change, and
-`chosen["cv_skill"]` (the fraction of the direct shifts' sum of squares that the scaled
-out-of-fold predictions explain) says how far the prior is worth trusting.
+otherwise shifts by off_j. Of each shift, the part the training drugs share at that dose in that
+covariate group (s: a ridge on the dose basis and covariates alone, no features) is scaled by a,
+and what the features add to it (on_j - s_j, off_j - s_j) by w: a and w in [0, 1] are the
+bounded least-squares weights of the two parts' out-of-fold predictions of the training drugs'
+direct shifts (5 folds over drugs). Where features do not predict effects (a screen of 10 drugs:
+bench/RESULTS.md, benchmark 1) w falls towards 0 and a new drug towards a times the shared
+response (a near 1 where drugs share one, near 0 where they do not), and `chosen["cv_skill"]`
+(the fraction of the direct shifts' sum of squares that the weighted out-of-fold predictions
+explain) says how far the prior is worth trusting.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class FeaturePrior:
     off: list  # per gene: ridge of the shift off target, or None (then `pooled`)
     pooled: object  # one multi-output ridge over all contexts, for the ungated genes
     chosen: dict  # drugs, gated genes, the median C, the weight and skill of cross-validation
-    weight: float = 1.0  # w: scale of a new drug's shifts (out-of-fold least squares)
+    shared: object = None  # ridge of the direct shift on the dose basis and covariates alone
+    weight: float = 1.0  # w: scale of what a new drug's features add (out-of-fold)
+    shared_weight: float = 1.0  # a: scale of the response drugs share (out-of-fold)
 
     @classmethod
     def fit(
@@ -85,7 +90,6 @@ class FeaturePrior:
         fit)."""
         args = (feats, drug, dose_t, cov, hit, direct)
         prior = cls._fit(*args, seed=seed)
-        choices = {j: g.choice for j, g in enumerate(prior.gates) if g is not None}
         names = np.unique(np.asarray(drug).astype(str))
         if len(names) < 2:
             return prior
@@ -94,29 +98,47 @@ class FeaturePrior:
         )
         fold = np.array([fold_of[n] for n in np.asarray(drug).astype(str)])
         direct = np.asarray(direct, np.float64)
-        oof = np.zeros_like(direct)
+        oof, oof_shared = np.zeros_like(direct), np.zeros_like(direct)
         for f in np.unique(fold):
             te = fold == f
-            part = cls._fit(*(np.asarray(a)[~te] for a in args), seed=seed, choices=choices)
+            part = prior.refit(~te, *args, seed=seed)
             p, on, off = part.predict(
                 np.asarray(feats)[te], np.asarray(dose_t)[te], np.asarray(cov)[te]
             )
             oof[te] = p * on + (1 - p) * off
-        den = float((oof * oof).sum())
-        w = float(np.clip((oof * direct).sum() / den, 0.0, 1.0)) if den > 0 else 0.0
+            oof_shared[te] = part.predict_shared(np.asarray(dose_t)[te], np.asarray(cov)[te])
+        a, w = _bounded_weights(direct, oof_shared, oof - oof_shared)
         total = float((direct * direct).sum())
-        skill = 1 - float(((direct - w * oof) ** 2).sum()) / total if total > 0 else 0.0
-        prior.weight = w
-        prior.chosen.update(cv_weight=w, cv_skill=skill, cv_folds=int(len(np.unique(fold))))
+        resid = direct - a * oof_shared - w * (oof - oof_shared)
+        skill = 1 - float((resid**2).sum()) / total if total > 0 else 0.0
+        prior.weight, prior.shared_weight = w, a
+        prior.chosen.update(
+            cv_weight=w, cv_shared_weight=a, cv_skill=skill, cv_folds=int(len(np.unique(fold)))
+        )
         return prior
+
+    def refit(self, keep: np.ndarray, *args: np.ndarray, seed: int = 0) -> FeaturePrior:
+        """The prior of the rows `keep` of `fit`'s arguments, with this fit's gate choices (the
+        search over gates is the costly part, and a hyperparameter leaks far less than a fit):
+        what out-of-fold checks refit."""
+        choices = {j: g.choice for j, g in enumerate(self.gates) if g is not None}
+        return type(self)._fit(*(np.asarray(a)[keep] for a in args), seed=seed, choices=choices)
 
     def predict_new(
         self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`predict` with the shifts scaled by the cross-validated weight: a drug never
-        measured."""
+        """`predict` as a times the shared response plus w times what the drug's features add
+        to it (both cross-validated): a drug never measured."""
         p, on, off = self.predict(feats, dose_t, cov)
-        return p, on * self.weight, off * self.weight
+        base = self.predict_shared(dose_t, cov)
+        a, w = self.shared_weight, self.weight
+        return p, a * base + w * (on - base), a * base + w * (off - base)
+
+    def predict_shared(self, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """(n, d) the direct shift training drugs share at a dose in a covariate group."""
+        t = np.asarray(dose_t, float)
+        X = _shared_design(t, cov, self.knots)
+        return self.shared.predict(X).reshape(len(t), len(self.gated)).astype(np.float32)
 
     @classmethod
     def _fit(
@@ -131,7 +153,7 @@ class FeaturePrior:
         seed: int = 0,
         choices: dict | None = None,  # gene -> (kind, k, C) of a gate, fitted without search
     ) -> FeaturePrior:
-        from sklearn.linear_model import RidgeCV
+        from sklearn.linear_model import Ridge, RidgeCV
 
         feats = np.asarray(feats, np.float64)
         direct = np.asarray(direct, np.float64)
@@ -161,13 +183,16 @@ class FeaturePrior:
             if len(rest)
             else None
         )
+        # per dose and group a mean over many drugs: a mild penalty only for the collinear basis
+        # (cross-validating it over rows lets drugs' own effects shrink the dose response)
+        shared = Ridge(alpha=1.0).fit(_shared_design(dose_t, cov, knots), direct)
         chosen = {
             "n_drugs": int(len(names)),
             "n_gated_genes": int(gated.sum()),
             "gate_C_median": float(np.median(chosen_c)) if chosen_c else None,
             "n_gates_on_components": int(sum(g.kind == "pcs" for g in gates if g is not None)),
         }
-        return cls(knots, gated, gates, on, off, pooled, chosen)
+        return cls(knots, gated, gates, on, off, pooled, chosen, shared)
 
     def predict(
         self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
@@ -279,3 +304,19 @@ def _design(feats, dose_t, cov, knots) -> np.ndarray:
     tc = (t - knots.mean())[:, None]
     parts = [feats, feats * tc, dose_basis(t, knots), np.asarray(cov, float).reshape(len(t), -1)]
     return np.concatenate(parts, 1)
+
+
+def _shared_design(dose_t, cov, knots) -> np.ndarray:
+    """[dose hat basis, covariates]: what a drug does at a dose whatever its features."""
+    t = np.asarray(dose_t, float)
+    return np.concatenate([dose_basis(t, knots), np.asarray(cov, float).reshape(len(t), -1)], 1)
+
+
+def _bounded_weights(y: np.ndarray, *X: np.ndarray) -> tuple[float, ...]:
+    """The weights in [0, 1] of the predictions X that fit y best in least squares."""
+    from scipy.optimize import lsq_linear
+
+    A = np.stack([x.ravel() for x in X], 1)
+    if not np.any(A):
+        return tuple(0.0 for _ in X)
+    return tuple(float(v) for v in lsq_linear(A, y.ravel(), bounds=(0.0, 1.0)).x)

@@ -51,10 +51,12 @@ def test_feature_prior_learns_a_half_space_rule_that_ridge_cannot():
     expect = (size[None] * tt[:, None] * np.ones_like(on))[on_t]
     assert np.median(np.abs(on[on_t] - expect) / np.abs(expect)) < 0.15
     # out-of-fold, the prior predicts the training drugs too: new drugs keep its full shifts
-    assert fp.weight > 0.9 and fp.chosen["cv_skill"] > 0.8
+    assert fp.weight > 0.9 and fp.shared_weight > 0.9 and fp.chosen["cv_skill"] > 0.8
     _, on_new, off_new = fp.predict_new(Ft[drug_t], tt, np.zeros((len(tt), 0)))
-    np.testing.assert_allclose(on_new, fp.weight * on, rtol=1e-5)
-    np.testing.assert_allclose(off_new, fp.weight * off, rtol=1e-5)
+    base = fp.predict_shared(tt, np.zeros((len(tt), 0)))
+    a, w = fp.shared_weight, fp.weight
+    np.testing.assert_allclose(on_new, a * base + w * (on - base), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(off_new, a * base + w * (off - base), rtol=1e-4, atol=1e-5)
 
 
 def test_dose_basis_interpolates_and_holds_the_ends():
@@ -97,8 +99,36 @@ def test_feature_prior_shrinks_new_drugs_when_features_do_not_predict_effects():
     Fn = rng.normal(size=(4, 6))
     _, _, off = fp.predict(Fn, np.full(4, 0.5), np.zeros((4, 0)))
     _, _, off_new = fp.predict_new(Fn, np.full(4, 0.5), np.zeros((4, 0)))
-    np.testing.assert_allclose(off_new, fp.weight * off, rtol=1e-5, atol=1e-7)
+    shared = fp.predict_shared(np.full(4, 0.5), np.zeros((4, 0)))
+    np.testing.assert_allclose(
+        off_new, fp.shared_weight * shared + fp.weight * (off - shared), rtol=1e-5, atol=1e-6
+    )
     assert np.abs(off_new).mean() < 0.15  # the drugs' effects are ~0.8 in size
+
+
+def test_a_new_drug_keeps_the_response_drugs_share_when_features_tell_nothing_more():
+    # 20 drugs that all lower genes 0-3 in proportion to dose, and add strong effects unrelated
+    # to their features: w falls, the shared part stays (a ~1), and a new drug at a dose gets the
+    # shared response at that dose, not "no change"
+    rng = np.random.default_rng(4)
+    n, d = 20, 8
+    F = rng.normal(size=(n, 6))
+    common = np.r_[np.full(4, -1.0), np.zeros(d - 4)]
+    own = rng.normal(scale=1.0, size=(n, d))
+    drug = np.repeat(np.arange(n), 3)
+    t = np.tile([0.0, 0.5, 1.0], n)
+    direct = (common + own[drug]) * (0.5 + t[:, None]) + 0.05 * rng.normal(size=(len(t), d))
+    fp = FeaturePrior.fit(
+        F[drug], drug, t, np.zeros((len(t), 0)), np.zeros_like(direct, bool), direct
+    )
+    # measured: w 0.00, a 0.85 (the out-of-fold means of 16 drugs are noisy beside effects of ~1)
+    assert fp.weight < 0.1 and fp.shared_weight > 0.7, (fp.weight, fp.shared_weight)
+    assert fp.chosen["cv_shared_weight"] == fp.shared_weight
+    doses = np.array([0.0, 0.5, 1.0])
+    _, _, off = fp.predict_new(rng.normal(size=(3, 6)), doses, np.zeros((3, 0)))
+    # a times the training drugs' mean at each dose: -0.44, -0.87, -1.30 on genes 0-3
+    mean_at = np.array([direct[t == x][:, :4].mean() for x in doses])
+    np.testing.assert_allclose(off[:, :4].mean(1), fp.shared_weight * mean_at, atol=0.03)
 
 
 def _fingerprint_screen(n_drugs, rng, M, w, thr):
