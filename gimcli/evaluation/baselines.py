@@ -7,13 +7,14 @@ distribution metrics are the training control cells of the context's covariate g
 - control: p = c (no change).
 - perturbed_mean: p = mean of all perturbed training cells of the group.
 - additive: p = c + sum over components of that component's training effect (single-component
-  context at the nearest dose on a log scale, same group if it has one, else the mean over
-  groups at that dose). For a single drug at a held-out dose this is its nearest trained dose.
+  contexts of the same group if it has one, else the mean over groups), interpolated linearly on
+  a log scale between its nearest measured doses below and above, at its nearest dose past
+  them. For a single drug at a held-out dose this is the interpolation of its own effects.
 - ridge: p = c + Ridge([f, f*t, t, cov] -> mean - c) fitted on every perturbed training context;
   f = summed component features, t = summed transformed dose (the model's own dose transform),
   cov = covariate one-hot; the penalty is chosen by leave-one-out (RidgeCV).
 - nearest: p = c + sum over components of the training effect of the most similar training
-  component (Tanimoto on fingerprints, cosine otherwise), at the nearest dose as in additive.
+  component (Tanimoto on fingerprints, cosine otherwise), at the dose as in additive.
 - gim_nograph: the GIM refit with B = 0 (TrainConfig(fix_graph=True)); gimcli.evaluation.heldout.
 """
 
@@ -104,19 +105,31 @@ class TrainReference:
         )
 
     def component_effect(self, comp: str, dose: float, g: tuple) -> np.ndarray | None:
-        """Training effect (mean - control) of one component alone at its nearest dose (log
-        scale)."""
+        """Training effect (mean - control) of one component alone at `dose`: interpolated
+        linearly on a log scale between its nearest measured doses below and above, else (past
+        its doses) at its nearest dose."""
         c = self.contexts
         single = np.array([cl == [comp] for cl in c["components"]], bool)
         if not single.any():
             return None
         same = single & np.array([gg == g for gg in c["group"]], bool)
         use = same if same.any() else single
-        d = np.array([x[0] for x in c["doses"]])
-        gap = np.abs(np.log1p(d) - np.log1p(dose))
-        best = use & np.isclose(gap, gap[use].min())
-        eff = [self.means[i] - self.control(c["group"].iloc[i]) for i in np.flatnonzero(best)]
-        return np.mean(eff, 0)
+        x = np.log1p(np.array([v[0] for v in c["doses"]]))
+        x0 = float(np.log1p(dose))
+
+        def at(v: float) -> np.ndarray:
+            rows = np.flatnonzero(use & np.isclose(x, v))
+            return np.mean([self.means[i] - self.control(c["group"].iloc[i]) for i in rows], 0)
+
+        xs = np.unique(x[use])
+        lo, hi = xs[xs <= x0 + 1e-9], xs[xs >= x0 - 1e-9]
+        if not len(lo) or not len(hi):
+            return at(xs[np.argmin(np.abs(xs - x0))])
+        lo, hi = lo.max(), hi.min()
+        if np.isclose(lo, hi):
+            return at(lo)
+        a = (x0 - lo) / (hi - lo)
+        return (1 - a) * at(lo) + a * at(hi)
 
 
 def predict_control(ref: TrainReference, g: tuple) -> np.ndarray:
