@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from bench._common import setup  # noqa: E402
 from gimcli.config import DataKeys, TrainConfig  # noqa: E402
 from gimcli.evaluation.heldout import evaluate  # noqa: E402
+from gimcli.model.feature_prior import drug_folds  # noqa: E402
 from gimcli.simulation import simulate  # noqa: E402
 from gimcli.training.fitting import fit_run  # noqa: E402
 
@@ -34,9 +35,7 @@ def _single_weight(prior, args, seed: int) -> float:
     """The weight the model had before item 14: one least-squares scale in [0, 1] of the prior's
     whole out-of-fold prediction (same folds and gate choices as FeaturePrior.fit)."""
     feats, drug, dose_t, cov, _, direct = (np.asarray(a) for a in args)
-    names = np.unique(drug.astype(str))
-    fold_of = dict(zip(names, np.random.default_rng(seed).permutation(len(names)) % 5, strict=True))
-    fold = np.array([fold_of[n] for n in drug.astype(str)])
+    fold = drug_folds(drug, seed=seed)
     oof = np.zeros(direct.shape)
     for f in np.unique(fold):
         te = fold == f

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from gimcli.data.combinations import DEFAULT, Combinations
 from gimcli.data.contexts import covariate_onehot, dose_parts, dose_transform
+from gimcli.model.feature_prior import dose_basis
 
 MEAN_BASELINES = ("control", "perturbed_mean", "additive", "ridge", "nearest")
 # Candidate ridge penalties (features are fingerprints bits or standardised numbers: O(1) scale).
@@ -115,21 +116,13 @@ class TrainReference:
         same = single & np.array([gg == g for gg in c["group"]], bool)
         use = same if same.any() else single
         x = np.log1p(np.array([v[0] for v in c["doses"]]))
-        x0 = float(np.log1p(dose))
-
-        def at(v: float) -> np.ndarray:
-            rows = np.flatnonzero(use & np.isclose(x, v))
-            return np.mean([self.means[i] - self.control(c["group"].iloc[i]) for i in rows], 0)
-
         xs = np.unique(x[use])
-        lo, hi = xs[xs <= x0 + 1e-9], xs[xs >= x0 - 1e-9]
-        if not len(lo) or not len(hi):
-            return at(xs[np.argmin(np.abs(xs - x0))])
-        lo, hi = lo.max(), hi.min()
-        if np.isclose(lo, hi):
-            return at(lo)
-        a = (x0 - lo) / (hi - lo)
-        return (1 - a) * at(lo) + a * at(hi)
+        eff = [
+            np.mean([self.means[i] - self.control(c["group"].iloc[i]) for i in rows], 0)
+            for rows in (np.flatnonzero(use & np.isclose(x, v)) for v in xs)
+        ]
+        # the hat functions of the measured doses: linear between them, constant past the ends
+        return dose_basis(np.log1p([float(dose)]), xs)[0] @ np.stack(eff)
 
 
 def predict_control(ref: TrainReference, g: tuple) -> np.ndarray:

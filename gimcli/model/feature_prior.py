@@ -56,6 +56,16 @@ def dose_basis(t: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, knots, eye[i]) for i in range(len(knots))], 1)
 
 
+def drug_folds(drug: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> np.ndarray:
+    """(K,) the cross-validation fold of each context: drugs, not contexts, are split, so that a
+    drug's doses are never on both sides."""
+    drug = np.asarray(drug).astype(str)
+    names = np.unique(drug)
+    perm = np.random.default_rng(seed).permutation(len(names))
+    fold_of = dict(zip(names, perm % n_folds, strict=True))
+    return np.array([fold_of[n] for n in drug])
+
+
 @dataclass
 class FeaturePrior:
     """Fitted gates and shift regressions (see the module docstring); `predict` gives the
@@ -93,10 +103,7 @@ class FeaturePrior:
         names = np.unique(np.asarray(drug).astype(str))
         if len(names) < 2:
             return prior
-        fold_of = dict(
-            zip(names, np.random.default_rng(seed).permutation(len(names)) % 5, strict=True)
-        )
-        fold = np.array([fold_of[n] for n in np.asarray(drug).astype(str)])
+        fold = drug_folds(drug, seed=seed)
         direct = np.asarray(direct, np.float64)
         oof, oof_shared = np.zeros_like(direct), np.zeros_like(direct)
         for f in np.unique(fold):
