@@ -39,9 +39,11 @@ def lines_screen(mechanism: str, seed: int, scales: tuple[float, ...], n_train: 
                     n_cells=30, n_control=300, seed=seed)  # fmt: skip
     d = s.adata.n_vars
     rng = np.random.default_rng([seed, 11])
-    feats = s.adata.obs.drop(columns=["condition", "dose"]).groupby(
-        s.adata.obs["condition"].astype(str), observed=True
-    ).first()
+    feats = (
+        s.adata.obs.drop(columns=["condition", "dose"])
+        .groupby(s.adata.obs["condition"].astype(str), observed=True)
+        .first()
+    )
     X, rows = [], []
     for li, scale in enumerate(scales):
         offset = rng.uniform(0, 0.5, d) if mechanism != "nonlinear" else None
