@@ -166,3 +166,14 @@ def test_gates_on_principal_components_read_a_rule_of_redundant_bits():
     ap_l1 = average_precision_score(hit_t.ravel(), l1.ravel())
     # measured: 0.990 against 0.896 for L1 gates on the bits (all 4 gates on components)
     assert ap > 0.9 and ap > ap_l1 + 0.05, (ap, ap_l1)
+
+
+def test_gate_log_loss_is_scikit_learns():
+    from sklearn.metrics import log_loss
+
+    from gimcli.model.feature_prior import _log_loss
+
+    rng = np.random.default_rng(3)
+    y = rng.random(50) < 0.3
+    p = np.concatenate([rng.random(47), [0.0, 1.0, 1e-20]])
+    assert np.isclose(_log_loss(y, p), log_loss(y, p, labels=[False, True]), rtol=1e-12)
