@@ -28,6 +28,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from bench._common import fit_and_score, setup  # noqa: E402
 from bench.screens.generators import drug_screen  # noqa: E402
+from bench.screens.report import compare  # noqa: E402
 from gimcli.config import TrainConfig  # noqa: E402
 
 METHODS = ("gim", "control", "perturbed_mean", "ridge", "nearest", "additive")
@@ -84,14 +85,12 @@ def summarise(per: pd.DataFrame) -> str:
     out = []
     for (mech, kind), g in per.groupby([per["unit"].str.split("/").str[0], "kind"]):
         u = g.groupby(["unit", "method"])["r2_mean"].mean().unstack()
-        means = u.mean()
-        base = [m for m in means.index if m != "gim" and np.isfinite(means[m])]
-        best = max(base, key=lambda m: means[m])
-        diff = u["gim"] - u[best]
+        means = u.mean().dropna()
+        c = compare(u, "r2_mean", [m for m in means.index if m != "gim"])
         out.append(
             f"{mech:10s} {kind:12s} units {len(u):3d}  "
-            + "  ".join(f"{m} {means[m]:.4f}" for m in means.index if np.isfinite(means[m]))
-            + f"  | gim - {best} {diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.4f}"
+            + "  ".join(f"{m} {v:.4f}" for m, v in means.items())
+            + f"  | gim - {c['best']} {c['diff']:+.4f} ± {c['se']:.4f} ({c['verdict']})"
         )
     return "\n".join(out)
 
