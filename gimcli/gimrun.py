@@ -58,6 +58,11 @@ class GimRun:
         None  # (n, d) log-normalised control cells (counterfactual predictions)
     )
     ref_group: np.ndarray | None = None  # (n,) covariate group of each reference cell
+    # what the feature prior chose by cross-validation (FeaturePrior.choices) and the dose
+    # residual's weight at a dose no drug was measured at: saved, so that loading a run refits
+    # the prior in one pass instead of searching again (bench/NOTES.md, "Cost")
+    feature_prior_choices: dict | None = None
+    dose_weight_new: float | None = None
     # what `gimcli.train` made beside the model (not saved in model.pt): the held-out scores
     # (an EvalResult) when trained with a split, and {"files": ..., "timings": ...}
     evaluation: Any = None
@@ -457,6 +462,8 @@ class GimRun:
         w = _leave_one_dose_out(groups, t, lambda m, idx: resid[idx])
         if not self._dose_base_is_feature_prior:
             return table, w, w
+        if self.dose_weight_new is not None:  # saved with the run
+            return table, w, self.dose_weight_new
         # A dose no training drug was measured at is not a knot of the feature prior, whose
         # residuals are then larger than at a knot it fitted (benchmark 4: w 0.71 in-sample, R²
         # 0.981; with w 1, 0.987): refit the prior without each interior dose level to check it.
@@ -556,7 +563,19 @@ class GimRun:
         from gimcli.model.feature_prior import FeaturePrior
 
         args = self._feature_prior_args
-        return None if args is None else FeaturePrior.fit(*args, seed=self.config.seed)
+        if args is None:
+            return None
+        if self.feature_prior_choices is None:
+            return FeaturePrior.fit(*args, seed=self.config.seed)
+        try:
+            return FeaturePrior.from_choices(
+                self.feature_prior_choices, *args, seed=self.config.seed
+            )
+        except (ValueError, KeyError, IndexError) as e:
+            raise ModelError(
+                f"{_keys.MODEL_WEIGHTS}: its feature prior does not fit the run's training "
+                f"contexts ({e}); retrain"
+            ) from e
 
     @cached_property
     def _unseen_profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -711,6 +730,13 @@ class GimRun:
         for name in ("posterior_shift", "posterior_spike", "posterior_logodds", "context_direct"):
             if getattr(self, name) is not None:
                 tensors[name] = torch.from_numpy(np.asarray(getattr(self, name), np.float32))
+        if self.spec.kind != "identity" and self._feature_prior is not None:
+            for k, v in self._feature_prior.choices().items():
+                tensors[f"{_FEATURE_PRIOR}{k}"] = torch.from_numpy(v)
+            if self._dose_base_is_feature_prior:
+                tensors["dose_weight_new"] = torch.tensor(
+                    self._dose_residuals[2], dtype=torch.float64
+                )
         if self.ref_cells is not None:
             tensors["ref_cells"] = torch.from_numpy(np.asarray(self.ref_cells, np.float32))
             tensors["ref_group"] = torch.from_numpy(np.asarray(self.ref_group, np.int64))
@@ -771,12 +797,20 @@ class GimRun:
                 {k[len("module.") :]: v for k, v in t.items() if k.startswith("module.")}
             )
             arrays = {k: t[k].numpy() for k in _OPTIONAL_ARRAYS if k in t}
+            choices = {
+                k[len(_FEATURE_PRIOR) :]: v.numpy()
+                for k, v in t.items()
+                if k.startswith(_FEATURE_PRIOR)
+            }
+            if "dose_weight_new" in t:
+                arrays["dose_weight_new"] = float(t["dose_weight_new"])
             run = cls(
                 module=module.to("cpu", torch.float32).eval(),
                 meta=meta,
                 comp_feats=t["comp_feats"].numpy(),
                 std_mean=t["std_mean"].numpy(),
                 std_sd=t["std_sd"].numpy(),
+                feature_prior_choices=choices or None,
                 **arrays,
             )
         except _MISMATCH as e:
@@ -821,6 +855,7 @@ class Interventions:
 
 # What a model.json that does not fit its model.pt (or this gim) raises while loading.
 _MISMATCH = (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError, GimError)
+_FEATURE_PRIOR = "feature_prior."  # model.pt's keys of FeaturePrior.choices()
 # Arrays model.pt may hold beside the weights (runs without posteriors or controls lack some).
 _OPTIONAL_ARRAYS = (
     "posterior",

@@ -92,3 +92,39 @@ def test_component_features_of_training_and_new_components(tiny_run):
     np.testing.assert_allclose(new, (np.array([0.0, 1.0, 2.0]) - m) / s, rtol=1e-6)
     from_obs = run.component_features(["drug01"], obs=adata.obs)  # a training one: as trained
     np.testing.assert_array_equal(from_obs["drug01"], run.comp_feats[1])
+
+
+def test_a_loaded_run_refits_its_feature_prior_from_the_saved_choices(tmp_path, monkeypatch):
+    """model.pt keeps what the feature prior chose by cross-validation, so a loaded run refits it
+    in one pass (no gate search, no out-of-fold refits) and predicts new drugs and unmeasured
+    doses exactly as the run that was saved."""
+    import gimcli as gim
+    from gimcli.model import feature_prior
+
+    a = gim.simulate(n_genes=12, n_drugs=40, doses="10,100,1000", n_cells=15, seed=3)
+    feats = [c for c in a.obs.columns if c.startswith("f")]
+    train = a[a.obs["condition"] != "drug39"].copy()
+    run = gim.train(train, dose_key="dose", feature_keys=feats, steps=60, seed=0)
+    run.save(tmp_path / "r")
+    ch = run._feature_prior.choices()
+    assert (ch["gate_kind"] >= 0).sum() >= 2 and run.dose_weight_new is None
+
+    def searched(*_):
+        raise AssertionError("the loaded run searched again")
+
+    monkeypatch.setattr(feature_prior, "_log_loss", searched)  # only the gate search calls it
+    monkeypatch.setattr(feature_prior.FeaturePrior, "fit", searched)
+    back = GimRun.load(tmp_path / "r")
+    requests = pd.DataFrame(
+        {"condition": ["drug39", "drug00", "drug01"], "dose": ["100", "300", "1000"]}
+    )
+    new = {"drug39": a.obs.loc[a.obs["condition"] == "drug39", feats].iloc[0].to_numpy(float)}
+    x, y = run.interventions(requests, new), back.interventions(requests, new)
+    for name in ("prob", "shift", "spike", "log_odds"):
+        np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    assert back.dose_weight_new == run._dose_residuals[2]
+    assert back._feature_prior.chosen == run._feature_prior.chosen
+    # choices that do not belong to the run's data are refused, not silently refitted
+    bad = {**ch, "gate_kind": np.roll(ch["gate_kind"], 1)}
+    with pytest.raises(ModelError, match="feature prior does not fit"):
+        _ = replace(back, feature_prior_choices=bad)._feature_prior

@@ -1,7 +1,8 @@
-"""Cost of fitting the feature prior (gimcli.model.feature_prior), which `gim predict` pays once
-per call with new drugs: a synthetic screen of 167 drugs x 4 doses x 3 lines (2004 contexts),
-8 features, `--genes` genes of which `--gated` have a target rule (so each gets a gate chosen by
-cross-validation and its out-of-fold refits).
+"""Cost of fitting the feature prior (gimcli.model.feature_prior), which `gim train` pays once
+when it saves a run with drug features, and of refitting it from the saved choices
+(`FeaturePrior.from_choices`), which each `gim predict` on that run pays: a synthetic screen of
+167 drugs x 4 doses x 3 lines (2004 contexts), 8 features, `--genes` genes of which `--gated`
+have a target rule (so each gets a gate chosen by cross-validation and its out-of-fold refits).
 
     python bench/perf/feature_prior.py --genes 2000 --gated 400     # figures in bench/NOTES.md
 """
@@ -36,13 +37,21 @@ def main(argv=None) -> int:
     t = np.tile(np.repeat([0.0, 0.33, 0.66, 1.0], 3), n)
     cov = np.tile(np.eye(3), (4 * n, 1))
     direct = hit[drug] * 2 * t[:, None] + 0.3 * rng.normal(size=(len(drug), d))
+    fit_args = (Fd[drug], drug, t, cov, hit[drug], direct)
     t0 = time.perf_counter()
-    fp = FeaturePrior.fit(Fd[drug], drug, t, cov, hit[drug], direct, seed=0)
+    fp = FeaturePrior.fit(*fit_args, seed=0)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t0 = time.perf_counter()  # what loading a saved run does
+    back = FeaturePrior.from_choices(fp.choices(), *fit_args, seed=0)
+    wall_load = time.perf_counter() - t0
+    new = rng.normal(size=(5, F))
+    a, b = fp.predict_new(new, t[:5], cov[:5]), back.predict_new(new, t[:5], cov[:5])
+    same = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     print(
         f"{n} drugs, {len(drug)} contexts, {d} genes, {fp.chosen['n_gated_genes']} gated: "
-        f"fit {wall:.1f} s, peak RSS {rss:.2f} GiB, w {fp.weight:.2f}"
+        f"fit {wall:.1f} s, peak RSS {rss:.2f} GiB, w {fp.weight:.2f}; "
+        f"from saved choices {wall_load:.1f} s (predictions identical: {same})"
     )
     return 0
 

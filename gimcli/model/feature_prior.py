@@ -46,6 +46,7 @@ _PCA_KS = (2, 3, 5, 10, 20)  # principal components of the drugs' features tried
 _PCA_CS = (0.1, 1.0, 10.0, 100.0)  # ... and L2 inverse penalties on them
 _ALPHAS = np.logspace(-1, 4, 11)  # ridge penalties tried by leave-one-out cross-validation
 _MIN_CLASS = 3  # drugs per class (target / not) below which a gene gets no classifier
+_GATE_KINDS = ("features", "pcs")  # a gate's kind, by its code in `FeaturePrior.choices`
 
 
 def dose_basis(t: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -81,6 +82,7 @@ class FeaturePrior:
     shared: object = None  # ridge of the direct shift on the dose basis and covariates alone
     weight: float = 1.0  # w: scale of what a new drug's features add (out-of-fold)
     shared_weight: float = 1.0  # a: scale of the response drugs share (out-of-fold)
+    span: _Span | None = None  # coordinates of features in the training drugs' span (ridges)
 
     @classmethod
     def fit(
@@ -124,6 +126,44 @@ class FeaturePrior:
         )
         return prior
 
+    def choices(self) -> dict[str, np.ndarray]:
+        """What `fit` chose by cross-validation, as arrays: per gene the gate's kind (-1 none, 0
+        L1 on the features, 1 L2 on components), k and C, and [a, w, cv_skill, cv_folds]. A run
+        directory keeps them, so that loading a run refits its prior without the gate search and
+        the out-of-fold refits, the costly parts (`from_choices`)."""
+        d = len(self.gated)
+        kind, k, C = np.full(d, -1, np.int64), np.zeros(d, np.int64), np.zeros(d)
+        for j, g in enumerate(self.gates):
+            if g is not None:
+                kind[j], k[j], C[j] = _GATE_KINDS.index(g.kind), g.k, g.C
+        ch = self.chosen
+        cv = [self.shared_weight, self.weight, ch.get("cv_skill", np.nan), ch.get("cv_folds", 0)]
+        return {"gate_kind": kind, "gate_k": k, "gate_C": C, "cv": np.asarray(cv, np.float64)}
+
+    @classmethod
+    def from_choices(cls, choices: dict, *args: np.ndarray, seed: int = 0) -> FeaturePrior:
+        """The prior `fit(*args, seed=seed)` gave, from its `choices()`: every gate and ridge is
+        refitted on the same data with the same choices, so the predictions are the same to the
+        bit. Raises ValueError if the choices do not belong to these data."""
+        kind, k, C = (np.asarray(choices[n]) for n in ("gate_kind", "gate_k", "gate_C"))
+        gated = _drug_labels(args[1], args[4])[-1]
+        if len(gated) != len(kind) or not np.array_equal(gated, kind >= 0):  # before any fit
+            raise ValueError(
+                f"the feature prior's saved choices gate {int((kind >= 0).sum())} of {len(kind)} "
+                f"genes, its data {int(gated.sum())} of {len(gated)}"
+            )
+        gates = {
+            int(j): (_GATE_KINDS[kind[j]], int(k[j]), float(C[j])) for j in np.flatnonzero(gated)
+        }
+        prior = cls._fit(*args, seed=seed, choices=gates)
+        a, w, skill, folds = (float(v) for v in choices["cv"])
+        prior.shared_weight, prior.weight = a, w
+        if folds > 0:
+            prior.chosen.update(
+                cv_weight=w, cv_shared_weight=a, cv_skill=skill, cv_folds=int(folds)
+            )
+        return prior
+
     def refit(self, keep: np.ndarray, *args: np.ndarray, seed: int = 0) -> FeaturePrior:
         """The prior of the rows `keep` of `fit`'s arguments, with this fit's gate choices (the
         search over gates is the costly part, and a hyperparameter leaks far less than a fit):
@@ -160,36 +200,27 @@ class FeaturePrior:
         seed: int = 0,
         choices: dict | None = None,  # gene -> (kind, k, C) of a gate, fitted without search
     ) -> FeaturePrior:
-        from sklearn.linear_model import Ridge, RidgeCV
+        from sklearn.linear_model import Ridge
 
         feats = np.asarray(feats, np.float64)
         direct = np.asarray(direct, np.float64)
         knots = np.unique(np.round(np.asarray(dose_t, float), 9))
-        X = _design(feats, dose_t, cov, knots)
-        names, first = np.unique(np.asarray(drug).astype(str), return_index=True)
-        row_of = np.searchsorted(names, np.asarray(drug).astype(str))
-        Y = np.zeros((len(names), hit.shape[1]), bool)  # per drug: hits gene j at some dose
-        np.logical_or.at(Y, row_of, np.asarray(hit, bool))
+        names, first, row_of, Y, gated = _drug_labels(drug, hit)
         Fd = feats[first]
-        n_pos = Y.sum(0)
-        gated = (n_pos >= _MIN_CLASS) & (len(names) - n_pos >= _MIN_CLASS)
+        span = _Span.of(Fd)
+        X = _design(span.coords(feats), dose_t, cov, knots)
         d = hit.shape[1]
         gates, on, off = [None] * d, [None] * d, [None] * d
         chosen_c = []
-        ridge = lambda: RidgeCV(alphas=_ALPHAS)  # noqa: E731
         pcs = _Components.of(Fd)
         for j in np.flatnonzero(gated):
             gates[j] = _gate_cv(Fd, Y[:, j], pcs, seed=seed, choice=(choices or {}).get(j))
             chosen_c.append(float(gates[j].C))
             sel = Y[row_of, j]
-            on[j] = ridge().fit(X[sel], direct[sel, j])
-            off[j] = ridge().fit(X[~sel], direct[~sel, j])
+            on[j] = _RidgeLOO.fit(X[sel], direct[sel, j])
+            off[j] = _RidgeLOO.fit(X[~sel], direct[~sel, j])
         rest = np.flatnonzero(~gated)
-        pooled = (
-            RidgeCV(alphas=_ALPHAS, alpha_per_target=True).fit(X, direct[:, rest])
-            if len(rest)
-            else None
-        )
+        pooled = _RidgeLOO.fit(X, direct[:, rest]) if len(rest) else None
         # per dose and group a mean over many drugs: a mild penalty only for the collinear basis
         # (cross-validating it over rows lets drugs' own effects shrink the dose response)
         shared = Ridge(alpha=1.0).fit(_shared_design(dose_t, cov, knots), direct)
@@ -199,7 +230,7 @@ class FeaturePrior:
             "gate_C_median": float(np.median(chosen_c)) if chosen_c else None,
             "n_gates_on_components": int(sum(g.kind == "pcs" for g in gates if g is not None)),
         }
-        return cls(knots, gated, gates, on, off, pooled, chosen, shared)
+        return cls(knots, gated, gates, on, off, pooled, chosen, shared, span=span)
 
     def predict(
         self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
@@ -207,19 +238,93 @@ class FeaturePrior:
         """(prob, shift on target, shift off target), each (n, d), for drugs with features
         `feats` (n, F) at transformed doses `dose_t` (n,) in covariate groups `cov` (n, n_cov)."""
         feats = np.asarray(feats, np.float64)
-        X = _design(feats, dose_t, cov, self.knots)
+        X = _design(self.span.coords(feats) if self.span else feats, dose_t, cov, self.knots)
         n, d = len(X), len(self.gated)
         prob = np.zeros((n, d))
         on = np.zeros((n, d))
         off = np.zeros((n, d))
         for j in np.flatnonzero(self.gated):
-            prob[:, j] = self.gates[j].predict_proba(feats)[:, 1]
+            prob[:, j] = self.gates[j].prob(feats)
             on[:, j] = self.on[j].predict(X)
             off[:, j] = self.off[j].predict(X)
         rest = np.flatnonzero(~self.gated)
         if len(rest):
             off[:, rest] = self.pooled.predict(X).reshape(n, len(rest))
         return tuple(x.astype(np.float32) for x in (prob, on, off))
+
+
+@dataclass
+class _RidgeLOO:
+    """A ridge regression with intercept whose penalty (one per target) is the one of least exact
+    leave-one-out squared error among _ALPHAS, as scikit-learn's RidgeCV chooses it (alpha per
+    target), from one SVD of the centred design: the feature prior fits thousands of them, and
+    RidgeCV's covariance path recomputed the hat diagonal in O(n p^2) per penalty."""
+
+    coef: np.ndarray  # (p,) or (p, targets)
+    intercept: np.ndarray | float
+    alpha: np.ndarray | float
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray) -> _RidgeLOO:
+        xm, ym = X.mean(0), y.mean(0)
+        if len(X) < 2:  # one row (an out-of-fold refit over two drugs): centred, nothing to fit
+            coef = np.zeros((X.shape[1], *y.shape[1:]))
+            alpha = _ALPHAS[0] if y.ndim == 1 else np.full(y.shape[1], _ALPHAS[0])
+            return cls(coef, ym if y.ndim > 1 else float(ym), alpha)
+        U, s, Vt = _thin_svd(X - xm)
+        Y = (y - ym).reshape(len(y), -1)
+        UtY = U.T @ Y
+        U2 = U * U
+        loo = np.empty((len(_ALPHAS), Y.shape[1]))
+        for i, a in enumerate(_ALPHAS):
+            f = s * s / (s * s + a)
+            resid = (Y - U @ (f[:, None] * UtY)) / (1 - 1 / len(X) - U2 @ f)[:, None]
+            loo[i] = (resid * resid).mean(0)
+        alpha = _ALPHAS[np.argmin(loo, 0)]  # first of ties, as RidgeCV
+        coef = Vt.T @ ((s[:, None] / (s[:, None] ** 2 + alpha[None, :])) * UtY)
+        intercept = ym - xm @ coef.reshape(X.shape[1], -1).squeeze()
+        if y.ndim == 1:
+            return cls(coef[:, 0], float(np.squeeze(intercept)), float(alpha[0]))
+        return cls(coef, intercept, alpha)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.coef + self.intercept
+
+
+def _thin_svd(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """U, s, Vt of X's nonzero singular values, from the eigenvectors of the smaller Gram matrix
+    (a third of LAPACK's SVD time at 560 x 305; values below 1e-6 of the largest, which a
+    penalty >= 0.1 makes negligible, are dropped)."""
+    wide = X.shape[0] < X.shape[1]
+    G = X @ X.T if wide else X.T @ X
+    ev, vec = np.linalg.eigh(G)
+    keep = ev > 1e-12 * max(ev[-1], 1e-300) if len(ev) else np.zeros(0, bool)
+    ev, vec = ev[keep][::-1], vec[:, keep][:, ::-1]
+    s = np.sqrt(ev)
+    if wide:
+        return vec, s, (X.T @ vec / s).T
+    return X @ vec / s, s, vec.T
+
+
+@dataclass
+class _Span:
+    """An orthonormal basis of the span of the training drugs' features where it is narrower
+    than the features (2048 fingerprint bits, tens to hundreds of drugs). A ridge's coefficients
+    are combinations of its (centred) design rows, so its feature coefficients lie in that span:
+    a ridge on the coordinates in it gives the same fit, leave-one-out choice and predictions (a
+    new drug's features enter only through their projection on the span), on a design of
+    2 x rank instead of 2 x 2048 feature columns."""
+
+    axes: np.ndarray | None  # (rank, F); None: the features themselves (rank = F)
+
+    @classmethod
+    def of(cls, F: np.ndarray) -> _Span:
+        _, S, Vt = np.linalg.svd(F, full_matrices=False)
+        keep = S > 1e-10 * max(S[0], 1e-300) if len(S) else np.zeros(0, bool)
+        return cls(None if keep.sum() >= F.shape[1] else Vt[keep])
+
+    def coords(self, X: np.ndarray) -> np.ndarray:
+        return X if self.axes is None else X @ self.axes.T
 
 
 @dataclass
@@ -245,33 +350,76 @@ class _Components:
 @dataclass
 class _Gate:
     """A fitted gate: an L1 logistic regression on the features (`kind` "features") or an L2 one
-    on the first k principal components ("pcs")."""
+    on the first k principal components ("pcs"), as its coefficients."""
 
     kind: str
     k: int
     C: float
-    model: object
+    coef: np.ndarray  # (F,) or (k,)
+    intercept: float
     pcs: _Components | None = None
 
     @property
     def choice(self) -> tuple[str, int, float]:
         return self.kind, self.k, self.C
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(_gate_inputs(X, self.kind, self.k, self.pcs))
+    def prob(self, X: np.ndarray) -> np.ndarray:
+        """(n,) P(target) of drugs with features X (n, F)."""
+        Z = X if self.kind == "features" else self.pcs.scores(X, self.k)
+        return _sigmoid(Z @ self.coef + self.intercept)
 
 
-def _gate_inputs(X, kind, k, pcs):
-    return X if kind == "features" else pcs.scores(X, k)
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)
 
 
-def _gate_model(kind: str, C: float, seed: int):
+def _fit_gate(Z: np.ndarray, y: np.ndarray, kind: str, C: float, seed: int):
+    """(coef, intercept) of the gate `kind` with inverse penalty C on inputs Z (drugs x inputs):
+    L1 by liblinear; L2, on at most 20 components, by Newton's method on liblinear's objective
+    (the intercept penalised like a coefficient), without scikit-learn's per-call checks, which
+    cost more than the fits over a screen's thousands of them."""
+    if kind == "pcs":
+        return _logistic_l2(Z, y, C)
     from sklearn.linear_model import LogisticRegression
 
-    penalty = "l1" if kind == "features" else "l2"
-    return LogisticRegression(
-        C=C, penalty=penalty, solver="liblinear", max_iter=2000, random_state=seed
-    )
+    with warnings.catch_warnings():  # scikit-learn >= 1.8 deprecates `penalty` (any kind)
+        warnings.simplefilter("ignore")
+        m = LogisticRegression(
+            C=C, penalty="l1", solver="liblinear", max_iter=2000, random_state=seed
+        ).fit(Z, y)
+    return m.coef_[0].astype(np.float64), float(m.intercept_[0])
+
+
+def _logistic_l2(Z: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+    """argmin over b of |b|^2 / 2 + C sum_i log(1 + exp(-s_i b.[z_i, 1])), s_i = +-1 (liblinear's
+    L2 logistic regression, its intercept scaling 1): Newton steps, halved until the objective
+    falls (it is strictly convex, so this converges from b = 0)."""
+    A = np.hstack([Z, np.ones((len(Z), 1))])
+    s = np.where(y, 1.0, -1.0)
+    b = np.zeros(A.shape[1])
+
+    def objective(b):
+        return 0.5 * b @ b + C * np.logaddexp(0.0, -s * (A @ b)).sum()
+
+    f = objective(b)
+    for _ in range(100):
+        q = _sigmoid(-s * (A @ b))  # P(the other class)
+        grad = b - C * A.T @ (s * q)
+        hess = np.eye(len(b)) + C * (A.T * (q * (1 - q))) @ A
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while True:
+            cand = b - t * step
+            f_cand = objective(cand)
+            if f_cand <= f or t < 1e-8:
+                break
+            t *= 0.5
+        b, f_old, f = cand, f, f_cand
+        if f_old - f <= 1e-12 * max(1.0, abs(f)):
+            break
+    return b[:-1], float(b[-1])
 
 
 def _gate_cv(X: np.ndarray, y: np.ndarray, pcs: _Components, *, seed: int, choice=None) -> _Gate:
@@ -285,22 +433,24 @@ def _gate_cv(X: np.ndarray, y: np.ndarray, pcs: _Components, *, seed: int, choic
     from sklearn.model_selection import StratifiedKFold
 
     ks = [k for k in _PCA_KS if k <= len(pcs.scale)]
-    with warnings.catch_warnings():  # scikit-learn >= 1.8 deprecates `penalty` (any kind)
-        warnings.simplefilter("ignore")
-        if choice is None or (choice[0] == "pcs" and choice[1] > len(pcs.scale)):
-            grid = [("features", 0, C) for C in _CS] + [("pcs", k, C) for k in ks for C in _PCA_CS]
-            n_min = int(min(y.sum(), len(y) - y.sum()))
-            folds = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
-            loss = np.zeros(len(grid))
-            for tr, te in folds.split(X, y):
-                for i, (kind, k, C) in enumerate(grid):
-                    m = _gate_model(kind, C, seed).fit(_gate_inputs(X[tr], kind, k, pcs), y[tr])
-                    prob = m.predict_proba(_gate_inputs(X[te], kind, k, pcs))[:, 1]
-                    loss[i] += _log_loss(y[te], prob)
-            choice = grid[int(np.argmin(loss))]
-        kind, k, C = choice
-        model = _gate_model(kind, C, seed).fit(_gate_inputs(X, kind, k, pcs), y)
-    return _Gate(kind, k, C, model, pcs if kind == "pcs" else None)
+    S = pcs.scores(X, max(ks, default=0))  # a gate on k components reads the first k columns
+
+    def inputs(rows, kind, k):
+        return X[rows] if kind == "features" else S[rows, :k]
+
+    if choice is None or (choice[0] == "pcs" and choice[1] > len(pcs.scale)):
+        grid = [("features", 0, C) for C in _CS] + [("pcs", k, C) for k in ks for C in _PCA_CS]
+        n_min = int(min(y.sum(), len(y) - y.sum()))
+        folds = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
+        loss = np.zeros(len(grid))
+        for tr, te in folds.split(X, y):
+            for i, (kind, k, C) in enumerate(grid):
+                coef, b = _fit_gate(inputs(tr, kind, k), y[tr], kind, C, seed)
+                loss[i] += _log_loss(y[te], _sigmoid(inputs(te, kind, k) @ coef + b))
+        choice = grid[int(np.argmin(loss))]
+    kind, k, C = choice
+    coef, b = _fit_gate(inputs(slice(None), kind, k), y, kind, C, seed)
+    return _Gate(kind, k, C, coef, b, pcs if kind == "pcs" else None)
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -309,6 +459,17 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     eps = np.finfo(p.dtype).eps
     p = np.clip(p, eps, 1 - eps)
     return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+
+def _drug_labels(drug, hit):
+    """The drugs (names, first row of each, each row's drug), per drug whether it hits gene j at
+    some dose (Y), and the genes with enough drugs on both sides for a gate."""
+    names, first = np.unique(np.asarray(drug).astype(str), return_index=True)
+    row_of = np.searchsorted(names, np.asarray(drug).astype(str))
+    Y = np.zeros((len(names), np.shape(hit)[1]), bool)
+    np.logical_or.at(Y, row_of, np.asarray(hit, bool))
+    n_pos = Y.sum(0)
+    return names, first, row_of, Y, (n_pos >= _MIN_CLASS) & (len(names) - n_pos >= _MIN_CLASS)
 
 
 def _design(feats, dose_t, cov, knots) -> np.ndarray:

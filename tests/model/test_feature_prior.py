@@ -177,3 +177,63 @@ def test_gate_log_loss_is_scikit_learns():
     y = rng.random(50) < 0.3
     p = np.concatenate([rng.random(47), [0.0, 1.0, 1e-20]])
     assert np.isclose(_log_loss(y, p), log_loss(y, p, labels=[False, True]), rtol=1e-12)
+
+
+def test_gate_and_ridge_solvers_are_scikit_learns():
+    """The feature prior's own solvers give scikit-learn's answers: Newton's method on liblinear's
+    L2 logistic objective (intercept penalised), and the ridge whose penalty per target is the one
+    of least leave-one-out error, RidgeCV's choice, on tall, wide and multi-target designs."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from gimcli.model.feature_prior import _ALPHAS, _logistic_l2, _RidgeLOO
+
+    rng = np.random.default_rng(0)
+    for C in (0.1, 1.0, 100.0):
+        Z = rng.normal(size=(120, 10))
+        y = Z[:, 0] + 0.5 * rng.normal(size=120) > 0.8
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = LogisticRegression(C=C, solver="liblinear", tol=1e-10, max_iter=10_000).fit(Z, y)
+        coef, b = _logistic_l2(Z, y, C)
+        np.testing.assert_allclose(coef, m.coef_[0], atol=1e-6)
+        assert abs(b - m.intercept_[0]) < 1e-6
+    for n, p in ((40, 10), (300, 120), (30, 200)):
+        X = rng.normal(size=(n, p))
+        Y = np.stack([X[:, 0] + 2 * rng.normal(size=n) + 3, rng.normal(size=n)], 1)
+        Xt = rng.normal(size=(5, p))
+        ours, theirs = _RidgeLOO.fit(X, Y), RidgeCV(alphas=_ALPHAS, alpha_per_target=True).fit(X, Y)
+        np.testing.assert_array_equal(ours.alpha, theirs.alpha_)
+        np.testing.assert_allclose(ours.predict(Xt), theirs.predict(Xt), atol=1e-10)
+        one = _RidgeLOO.fit(X, Y[:, 0])
+        assert one.alpha == ours.alpha[0] and one.predict(Xt).shape == (5,)
+
+
+def test_ridges_on_the_drugs_span_predict_as_on_the_bits():
+    """With more feature columns than drugs (fingerprints) the ridges are fitted on coordinates in
+    the span of the training drugs' features: the same predictions, for new drugs outside it too."""
+    import gimcli.model.feature_prior as fpm
+
+    rng = np.random.default_rng(4)
+    F = (rng.random((40, 300)) < 0.1).astype(float)
+    drug = np.repeat(np.arange(40), 3)
+    t = np.tile([0.0, 0.5, 1.0], 40)
+    direct = F[drug][:, :6] * t[:, None] + 0.1 * rng.normal(size=(120, 6))
+    args = (F[drug], drug, t, np.zeros((120, 0)), np.zeros((120, 6), bool), direct)
+    fp = FeaturePrior.fit(*args)
+    assert fp.span.axes.shape == (40, 300)
+    new = (rng.random((7, 300)) < 0.1).astype(float)
+    of = fpm._Span.of
+    fpm._Span.of = classmethod(lambda cls, F: cls(None))
+    try:
+        bits = FeaturePrior.fit(*args)
+    finally:
+        fpm._Span.of = of
+    assert bits.span.axes is None
+    for a, b in zip(
+        fp.predict(new, t[:7], np.zeros((7, 0))),
+        bits.predict(new, t[:7], np.zeros((7, 0))),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)
