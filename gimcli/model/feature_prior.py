@@ -40,6 +40,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 _CS = (0.1, 0.3, 1.0, 3.0, 10.0)  # L1 logistic inverse penalties tried by cross-validation
 _PCA_KS = (2, 3, 5, 10, 20)  # principal components of the drugs' features tried for a gate
@@ -366,13 +367,7 @@ class _Gate:
     def prob(self, X: np.ndarray) -> np.ndarray:
         """(n,) P(target) of drugs with features X (n, F)."""
         Z = X if self.kind == "features" else self.pcs.scores(X, self.k)
-        return _sigmoid(Z @ self.coef + self.intercept)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return expit(z)
+        return expit(Z @ self.coef + self.intercept)
 
 
 def _fit_gate(Z: np.ndarray, y: np.ndarray, kind: str, C: float, seed: int):
@@ -405,7 +400,7 @@ def _logistic_l2(Z: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, fl
 
     f = objective(b)
     for _ in range(100):
-        q = _sigmoid(-s * (A @ b))  # P(the other class)
+        q = expit(-s * (A @ b))  # P(the other class)
         grad = b - C * A.T @ (s * q)
         hess = np.eye(len(b)) + C * (A.T * (q * (1 - q))) @ A
         step = np.linalg.solve(hess, grad)
@@ -446,7 +441,7 @@ def _gate_cv(X: np.ndarray, y: np.ndarray, pcs: _Components, *, seed: int, choic
         for tr, te in folds.split(X, y):
             for i, (kind, k, C) in enumerate(grid):
                 coef, b = _fit_gate(inputs(tr, kind, k), y[tr], kind, C, seed)
-                loss[i] += _log_loss(y[te], _sigmoid(inputs(te, kind, k) @ coef + b))
+                loss[i] += _log_loss(y[te], expit(inputs(te, kind, k) @ coef + b))
         choice = grid[int(np.argmin(loss))]
     kind, k, C = choice
     coef, b = _fit_gate(inputs(slice(None), kind, k), y, kind, C, seed)
