@@ -12,7 +12,13 @@ from torch import nn
 from gimcli.config import TrainConfig
 from gimcli.model.causal import LinearSEM
 from gimcli.model.interventions import InterventionNet
-from gimcli.model.objective import Marginal, exact_marginal, relaxed_loglik, sufficient_stats
+from gimcli.model.objective import (
+    Marginal,
+    exact_log_marginal,
+    exact_marginal,
+    relaxed_loglik,
+    sufficient_stats,
+)
 from gimcli.model.precision import matmul_precision
 
 
@@ -148,9 +154,9 @@ class GIMModule(nn.Module):
         logits, shifts = self.interventions(batch.contexts)
         ls, lt, lsp = self.sem.log_sd(), self.net.log_tau, self.net.log_spike
         if mode == "exact":
-            ll = exact_marginal(
+            ll = exact_log_marginal(
                 S1, S2, n, logits, shifts, batch.contexts.comp_mask, ls, target_cost, lt, lsp
-            ).log_marginal
+            )
         else:  # relaxed
             ll = relaxed_loglik(
                 S1,

@@ -48,17 +48,27 @@ def sufficient_stats(
 
 def gene_loglik(S1, S2, n, mu, log_sigma, var=None):
     """sum_i log N(r_ij; u_j, sigma_j^2) from sufficient statistics (broadcasts), with u_j = mu_j,
-    or, given `var`, u_j ~ N(mu_j, var_j) shared by the n cells and integrated out:
+    or, given `var`, u_j ~ N(mu_j, var_j) shared by the n cells and integrated out: the sum of
+    `_within_loglik` (the cells' scatter about their own mean) and `_mean_loglik` (their mean)."""
+    return _within_loglik(S1, S2, n, log_sigma) + _mean_loglik(S1, n, mu, log_sigma, var)
 
-      + n D^2 a / (2 sigma^2 (1 + a)) - log(1 + a) / 2,   D = S1/n - mu,  a = n var / sigma^2.
-    """
+
+def _within_loglik(S1, S2, n, log_sigma):
+    """-n log(2 pi sigma^2) / 2 - (S2 - S1^2 / n) / (2 sigma^2): the part of the likelihood that no
+    intervention changes, so the exact marginal adds it once, outside its sum over subsets."""
     inv_var = torch.exp(-2 * log_sigma)
-    ll = -0.5 * n * (LOG_2PI + 2 * log_sigma) - 0.5 * inv_var * (S2 - 2 * mu * S1 + n * mu * mu)
-    if var is None:
-        return ll
-    a = n * var * inv_var
+    return -0.5 * n * (LOG_2PI + 2 * log_sigma) - 0.5 * inv_var * (S2 - S1 * S1 / n)
+
+
+def _mean_loglik(S1, n, mu, log_sigma, var=None):
+    """The mean residual's part: -n D^2 / (2 sigma^2 (1 + a)) - log(1 + a) / 2, with
+    D = S1/n - mu and a = n var / sigma^2 (a = 0 without `var`)."""
+    inv_var = torch.exp(-2 * log_sigma)
     D = S1 / n - mu
-    return ll + 0.5 * n * D * D * inv_var * a / (1 + a) - 0.5 * torch.log1p(a)
+    if var is None:
+        return -0.5 * n * D * D * inv_var
+    a = n * var * inv_var
+    return -0.5 * n * D * D * inv_var / (1 + a) - 0.5 * torch.log1p(a)
 
 
 def shift_posterior_mean(S1, n, mu, log_sigma, var):
@@ -94,6 +104,43 @@ def shift_var(n_targets: torch.Tensor, log_tau=None, log_spike=None):
     return v + (0.0 if log_spike is None else torch.exp(2 * log_spike))
 
 
+def _subset_joint(S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau, log_spike):
+    """(joint, within, mu, var, P): the log joint of each subset P of a context's components
+    targeting gene j (K, 2^C, d), without the subset-independent `_within_loglik` (K, d)."""
+    K, C, d = logits.shape
+    P = subsets(C, logits.device, logits.dtype)
+    m = comp_mask.unsqueeze(-1)
+    lp1 = torch.where(m, F.logsigmoid(logits), torch.full_like(logits, _LOG_ZERO))
+    lp0 = torch.where(m, F.logsigmoid(-logits), torch.zeros_like(logits))
+    logw = torch.einsum("pc,kcd->kpd", P, lp1) + torch.einsum("pc,kcd->kpd", 1 - P, lp0)
+    mu = torch.einsum("pc,kcd->kpd", P, shifts * m)
+    nn_ = n[:, None, None]
+    var = shift_var(P.sum(1)[None, :, None], log_tau, log_spike)
+    ll = _mean_loglik(S1[:, None], nn_, mu, log_sigma, var)
+    joint = logw + ll - target_cost * P.sum(1)[None, :, None]
+    return joint, _within_loglik(S1, S2, n[:, None], log_sigma), mu, var, P
+
+
+def exact_log_marginal(
+    S1,
+    S2,
+    n,
+    logits,
+    shifts,
+    comp_mask,
+    log_sigma,
+    target_cost: float,
+    log_tau=None,
+    log_spike=None,
+) -> torch.Tensor:
+    """`exact_marginal(...).log_marginal` alone (K, d): what training needs, without the
+    posteriors."""
+    joint, within, *_ = _subset_joint(
+        S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau, log_spike
+    )
+    return torch.logsumexp(joint, 1) + within
+
+
 def exact_marginal(
     S1,
     S2,
@@ -109,19 +156,12 @@ def exact_marginal(
     """Per context and gene, the log marginal likelihood with targets and shifts summed out:
     u_j ~ N(sum_{c in S} m_cj, spike^2 + |S| tau^2) for the subset S of components that target j
     (shift_var)."""
-    K, C, d = logits.shape
-    P = subsets(C, logits.device, logits.dtype)
-    m = comp_mask.unsqueeze(-1)
-    lp1 = torch.where(m, F.logsigmoid(logits), torch.full_like(logits, _LOG_ZERO))
-    lp0 = torch.where(m, F.logsigmoid(-logits), torch.zeros_like(logits))
-    logw = torch.einsum("pc,kcd->kpd", P, lp1) + torch.einsum("pc,kcd->kpd", 1 - P, lp0)
-    mu = torch.einsum("pc,kcd->kpd", P, shifts * m)
-    nn_ = n[:, None, None]
-    var = shift_var(P.sum(1)[None, :, None], log_tau, log_spike)
-    ll = gene_loglik(S1[:, None], S2[:, None], nn_, mu, log_sigma, var)
-    joint = logw + ll - target_cost * P.sum(1)[None, :, None]
-    lm = torch.logsumexp(joint, 1)
+    joint, within, mu, var, P = _subset_joint(
+        S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau, log_spike
+    )
+    lm = torch.logsumexp(joint, 1) + within
     post = torch.softmax(joint, 1)
+    nn_ = n[:, None, None]
     u = mu if var is None else shift_posterior_mean(S1[:, None], nn_, mu, log_sigma, var)
     return Marginal(
         lm,

@@ -45,9 +45,25 @@ class StatsBatch:
         A = sem.A()
         sum_x, n, W = (t.to(A.dtype) for t in (self.sum_x, self.n, self.W))
         S1 = matmul(sum_x, A.T, self.precision) - n[:, None] * sem.b
-        within = (matmul(A, W, self.precision) * A).sum(1)  # diag(A W A^T)
+        within = _DiagQuadratic.apply(A, W, self.precision)
         S2 = S1 * S1 / n[:, None] + (n / n.sum())[:, None] * within
         return S1, S2, n
+
+
+class _DiagQuadratic(torch.autograd.Function):
+    """diag(A W A^T) for a symmetric W without a gradient: its gradient in A is 2 diag(g) A W, so
+    the backward pass reuses the forward's A W instead of a second d^3 product."""
+
+    @staticmethod
+    def forward(ctx, A, W, precision):
+        AW = matmul(A, W, precision)
+        ctx.save_for_backward(AW)
+        return (AW * A).sum(1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (AW,) = ctx.saved_tensors
+        return 2 * g[:, None] * AW, None, None
 
 
 def split_stats(

@@ -10,7 +10,12 @@ import torch
 
 from gimcli.model.causal import LinearSEM
 from gimcli.model.module import CellBatch, ContextBatch, GIMModule
-from gimcli.model.objective import exact_marginal, gene_loglik, sufficient_stats
+from gimcli.model.objective import (
+    exact_log_marginal,
+    exact_marginal,
+    gene_loglik,
+    sufficient_stats,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +69,9 @@ def test_exact_marginal_equals_brute_force_enumeration(tau, spike):
     ls = None if spike is None else torch.full((3,), math.log(spike))
     S1, S2, n = sufficient_stats(r, ctx, 3)
     got = exact_marginal(S1, S2, n, logits, shifts, mask, log_sigma, cost, lt, ls)
+    # training's log marginal alone is the same number
+    lm = exact_log_marginal(S1, S2, n, logits, shifts, mask, log_sigma, cost, lt, ls)
+    assert torch.equal(lm, got.log_marginal)
     for k in range(3):
         comps = [c for c in range(2) if mask[k, c]]
         for j in range(3):
