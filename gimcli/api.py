@@ -44,6 +44,7 @@ _CONFIG_OPTIONS = (
     "l1_graph",
     "shift_sd",
     "spike_sd",
+    "shift_prior_sd",
     "objective",
     "fix_graph",
     "batch_contexts",
@@ -147,6 +148,7 @@ def train(
     l1_graph: float = _D.l1_graph,
     shift_sd: float = _D.shift_sd,
     spike_sd: float = _D.spike_sd,
+    shift_prior_sd: float = _D.shift_prior_sd,
     objective: str = _D.objective,
     fix_graph: bool = False,
     batch_contexts: int = _D.batch_contexts,
@@ -200,8 +202,8 @@ def train(
         The separator of a combination's components (default '+'); 'none': every name is one
         perturbation (README, "Combinations").
     n_top_genes, min_cells_per_context, steps, lr, weight_decay, target_cost, l1_graph, shift_sd,
-    spike_sd, objective, fix_graph, batch_contexts, max_cells_per_context, restarts, seed,
-    precision, batching
+    spike_sd, shift_prior_sd, objective, fix_graph, batch_contexts, max_cells_per_context,
+    restarts, seed, precision, batching
         Training options: the fields of `gimcli.config.TrainConfig` (their defaults and reasons
         are in docs/design.md, "Defaults and why").
     deterministic

@@ -86,6 +86,11 @@ def train(
         help="sd of a non-target's shift; negative: learned per gene from "
         "|value|; 0: non-targets do not move.",
     ),
+    shift_prior_sd: float = typer.Option(
+        _D.shift_prior_sd,
+        help="sd of a N(0, sd^2) prior on the network's shift of every gene (standardised "
+        "units); 0: none.",
+    ),
     objective: str = typer.Option(
         _D.objective, help="schedule (relaxed, then exact) | exact | relaxed."
     ),

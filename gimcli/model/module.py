@@ -147,6 +147,7 @@ class GIMModule(nn.Module):
         l1_graph: float,
         temperature: float = 0.5,
         generator: torch.Generator | None = None,
+        shift_prior_sd: float = 0.0,
     ) -> LossOutput:
         if mode not in ("exact", "relaxed"):  # never a silent fallback (TrainConfig checks first)
             raise ValueError(f"unknown objective mode {mode!r}")
@@ -175,7 +176,11 @@ class GIMModule(nn.Module):
         n_tot = n.sum()
         nll = -(n_tot * self.sem.logdet() + ll.sum()) / n_tot
         l1 = self.sem.weights().abs().sum()
-        return LossOutput(loss=nll + l1_graph * l1, nll=nll.detach(), l1=l1.detach())
+        loss = nll + l1_graph * l1
+        if shift_prior_sd > 0:  # log N(m; 0, sd^2) of every component's shift, per cell as nll
+            m = shifts * batch.contexts.comp_mask.unsqueeze(-1)
+            loss = loss + 0.5 * (m * m).sum() / (shift_prior_sd**2 * n_tot)
+        return LossOutput(loss=loss, nll=nll.detach(), l1=l1.detach())
 
     @torch.no_grad()
     def posterior(self, batch: CellBatch, *, target_cost: float, stats=None) -> Marginal:

@@ -148,6 +148,7 @@ def _step(module, opt, batch, cfg, *, phase: str, generator, sync, step: int):
         l1_graph=l1,
         temperature=cfg.temperature,
         generator=generator,
+        shift_prior_sd=cfg.shift_prior_sd,
     )
     if not torch.isfinite(out.loss):
         raise TrainingError(f"objective became {float(out.loss)} at step {step}; try a lower --lr")

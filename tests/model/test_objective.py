@@ -229,3 +229,44 @@ def test_hill_dose_response_is_monotone_in_dose():
     mag = shifts[:, 0].abs()
     assert torch.all(mag[1:] >= mag[:-1] - 1e-6)  # the effect grows with dose, never overshoots
     assert mag[-1].sum() > mag[0].sum()
+
+
+def test_shift_prior_is_a_gaussian_log_density_that_pulls_untargeted_shifts_to_zero():
+    """loss(sd) - loss(0) = sum of m^2 / (2 sd^2) over the present components, per cell; on a gene
+    the network calls a non-target (pi ~ e^-30) the likelihood's gradient on its shift vanishes
+    (Adam would still follow it at full step: the drift of bench/NOTES.md item 19) and the
+    prior's points back to zero."""
+    torch.manual_seed(2)
+    d, K, C, F = 3, 3, 2, 4
+    module = GIMModule(d, F, 1, hidden=5, n_layers=1).double()
+    with torch.no_grad():
+        module.net.logit.bias[2] = -30.0
+        module.net.shift.bias.copy_(torch.tensor([0.5, -1.0, 4.0]))
+    mask = torch.tensor([[True, False], [True, True], [False, False]])
+    contexts = ContextBatch(
+        feats=torch.randn(K, C, F),
+        dose_t=torch.rand(K, C),
+        cov=torch.ones(K, 1),
+        comp_gene=torch.full((K, C), -1),
+        comp_mask=mask,
+    )
+    batch = CellBatch(
+        x=torch.randn(12, d),
+        ctx=torch.arange(K).repeat_interleave(4),
+        scale=torch.tensor([1.0, 2.0, 1.5]),
+        contexts=contexts,
+    )
+    kw = dict(mode="exact", target_cost=1.0, l1_graph=0.0)
+    with torch.no_grad():
+        _, m = module.interventions(contexts)
+    n_tot = 4 * (1.0 + 2.0 + 1.5)
+    want = float((m[mask] ** 2).sum()) / (2 * 10.0**2 * n_tot)
+    got = module.loss(batch, shift_prior_sd=10.0, **kw).loss - module.loss(batch, **kw).loss
+    assert abs(float(got.detach()) - want) < 1e-12
+    grads = {}
+    for sd in (0.0, 10.0):
+        module.zero_grad()
+        module.loss(batch, shift_prior_sd=sd, **kw).loss.backward()
+        grads[sd] = float(module.net.shift.bias.grad[2])
+    assert abs(grads[0.0]) < 1e-10
+    assert grads[10.0] > 1e-4  # descent lowers the untargeted gene's shift of about +4 to 0
