@@ -104,7 +104,9 @@ def shift_var(n_targets: torch.Tensor, log_tau=None, log_spike=None):
     return v + (0.0 if log_spike is None else torch.exp(2 * log_spike))
 
 
-def _subset_joint(S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau, log_spike):
+def _subset_joint(
+    S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau=None, log_spike=None
+):
     """(joint, within, mu, var, P): the log joint of each subset P of a context's components
     targeting gene j (K, 2^C, d), without the subset-independent `_within_loglik` (K, d)."""
     K, C, d = logits.shape
@@ -121,23 +123,10 @@ def _subset_joint(S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, 
     return joint, _within_loglik(S1, S2, n[:, None], log_sigma), mu, var, P
 
 
-def exact_log_marginal(
-    S1,
-    S2,
-    n,
-    logits,
-    shifts,
-    comp_mask,
-    log_sigma,
-    target_cost: float,
-    log_tau=None,
-    log_spike=None,
-) -> torch.Tensor:
-    """`exact_marginal(...).log_marginal` alone (K, d): what training needs, without the
-    posteriors."""
-    joint, within, *_ = _subset_joint(
-        S1, S2, n, logits, shifts, comp_mask, log_sigma, target_cost, log_tau, log_spike
-    )
+def exact_log_marginal(*args, **kwargs) -> torch.Tensor:
+    """`exact_marginal(...).log_marginal` alone (K, d), from the same arguments: what training
+    needs, without the posteriors."""
+    joint, within, *_ = _subset_joint(*args, **kwargs)
     return torch.logsumexp(joint, 1) + within
 
 
