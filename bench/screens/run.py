@@ -6,6 +6,7 @@ bench/SCREENS.json.
     python bench/screens/run.py --quick --jobs 2     # tiny sizes (a smoke test, ~1 min)
     python bench/screens/run.py --full --jobs 2      # seeds 0-4, larger screens (not in make bench)
     python bench/screens/run.py --only ko-pairs,l1000 --out /tmp/S.md
+    python bench/screens/run.py --only linear-dag --set n_train=60 n_held=15 --out /tmp/S.md
 
 Each (screen, seed) is one job in its own process (OMP_NUM_THREADS=1, one torch thread), seeded:
 the screen's data, the training and the scoring all take the job's seed.
@@ -76,11 +77,13 @@ TITLES = {
 COST = {"papalexi-targets": 5, "papalexi-heldout": 5, "cyclic-fingerprints": 4}
 
 
-def build(name: str, seed: int, size: str):
+def build(name: str, seed: int, size: str, overrides: dict | None = None):
+    """The screen at this size; `overrides`: generator arguments that replace the size's (simulated
+    screens only; a size sweep, bench/studies/sizes.py)."""
     from bench.screens import generators as g
     from bench.screens import real
 
-    kw = sizes(size)[name]
+    kw = {**sizes(size)[name], **(overrides or {})}
     if name == "ko-pairs":
         return g.ko_screen(name=name, seed=seed, **kw)
     if name == "l1000":
@@ -102,15 +105,15 @@ def config(name: str, seed: int, base):
 
 
 def run_job(job: tuple) -> dict:
-    """One screen at one seed (name, seed, size, base TrainConfig): build, train, score. Runs in
-    a worker process."""
-    name, seed, size, base = job
+    """One screen at one seed (name, seed, size, base TrainConfig[, generator overrides]): build,
+    train, score. Runs in a worker process."""
+    name, seed, size, base, *rest = job
     from bench.screens.score import Scorer, ko_ranks
     from gimcli.config import DataKeys
     from gimcli.training.fitting import fit_run
 
     t0 = time.perf_counter()
-    screen = build(name, seed, size)
+    screen = build(name, seed, size, rest[0] if rest else None)
     cfg = config(name, seed, base)
     t1 = time.perf_counter()
     run, _ = fit_run(
@@ -191,6 +194,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="training steps (default per size)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one job each)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "SCREENS.md"))
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="ARG=VALUE",
+        help="generator arguments of the simulated screens, e.g. n_train=60 doses=1,10,100",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     size = "quick" if args.quick else "full" if args.full else "bench"
     result = suite(
@@ -200,17 +207,46 @@ def main(argv=None) -> int:
         steps=args.steps,
         jobs=args.jobs,
         out=args.out,
+        overrides=parse_overrides(args.set),
     )
     print(f"wrote {args.out} in {result['wall_s']:.0f} s", file=sys.stderr)
     return 0
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """["n_train=60", "doses=1,10,100"] -> {"n_train": 60, "doses": (1.0, 10.0, 100.0)}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise SystemExit(f"--set {item!r}: expected ARG=VALUE")
+        if "," in value or key == "doses":
+            out[key] = tuple(float(v) for v in value.split(","))
+        elif value.lstrip("-").isdigit():
+            out[key] = int(value)
+        else:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
 def suite(
-    *, size="bench", only=SCREENS, seeds=None, steps=None, jobs=1, out=None, base=None
+    *,
+    size="bench",
+    only=SCREENS,
+    seeds=None,
+    steps=None,
+    jobs=1,
+    out=None,
+    base=None,
+    overrides=None,
 ) -> dict:
     """Run the screens, write OUT (.md and .json); returns the JSON-able results (and the
     headline markdown under "headline"). `base`: the TrainConfig of every job (default: the
-    library's, with the size's steps or `steps`)."""
+    library's, with the size's steps or `steps`); `overrides`: generator arguments of the
+    simulated drug screens that replace the size's."""
     from bench.screens import real
     from bench.screens.report import markdown, summarise
     from gimcli.config import TrainConfig
@@ -221,7 +257,16 @@ def suite(
     have = real.available()
     skipped = [n for n in only if not have.get(n.split("-")[0], True)]
     base = base or TrainConfig(steps=steps or STEPS[size])
-    todo = [(n, s, size, base) for n in only if n not in skipped for s in (seeds or SEEDS[size])]
+    overrides = overrides or {}
+    fixed = [n for n in only if overrides and "mechanism" not in sizes(size)[n]]
+    if fixed:
+        raise SystemExit(f"--set applies to the simulated drug screens only, not {fixed}")
+    todo = [
+        (n, s, size, base, overrides)
+        for n in only
+        if n not in skipped
+        for s in (seeds or SEEDS[size])
+    ]
     t0 = time.perf_counter()
     results = run_jobs(todo, jobs)
     wall = time.perf_counter() - t0
@@ -233,6 +278,7 @@ def suite(
         "skipped": skipped,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread per job",
         "steps": base.steps,
+        "overrides": overrides,
         "train_config": base.to_dict(),
     }
     md, headline = markdown(summary, meta, TITLES)

@@ -62,3 +62,25 @@ def test_noise_ceiling_matches_the_oracle_where_the_truth_is_known():
     gap_o, gap_c = 1 - oracle.mean(), 1 - ceiling.mean()
     assert gap_o > 0.002  # the noise is not negligible, so the comparison means something
     assert abs(gap_c - gap_o) < 0.25 * gap_o, (gap_c, gap_o)
+
+
+def test_size_overrides_reach_the_generator_and_bad_ones_are_refused():
+    """bench/studies/sizes.py sweeps the screens' sizes through `--set`: the arguments must be
+    parsed to the generator's types and change the screen built, and a screen they cannot apply
+    to (a real one) is refused before any work."""
+    import pytest
+
+    from bench.screens.run import build, parse_overrides, suite
+
+    kw = parse_overrides(["n_train=10", "n_genes=12", "doses=10,1000"])
+    assert kw == {"n_train": 10, "n_genes": 12, "doses": (10.0, 1000.0)}
+    screen = build("linear-dag", 0, "quick", kw)
+    a = screen.adata
+    assert a.n_vars == 12
+    drugs = a.obs.loc[np.asarray(screen.mask), "condition"]
+    assert drugs[drugs != "control"].nunique() == 10
+    assert set(a.obs.loc[a.obs["condition"] != "control", "dose"].astype(float)) == {10.0, 1000.0}
+    with pytest.raises(SystemExit, match="ARG=VALUE"):
+        parse_overrides(["n_train"])
+    with pytest.raises(SystemExit, match="l1000"):
+        suite(size="quick", only=["l1000"], overrides={"n_train": 10})
