@@ -298,7 +298,8 @@ def run(cfg, *, jobs: int = JOBS) -> dict:
     md = (
         f"Seeds 0 and 1, {jobs} worker processes; every table, the rules and the timings are in "
         "[bench/SCREENS.md](SCREENS.md) (and SCREENS.json). Headline (mean ± SE over held-out "
-        "units; verdict: GIM − best baseline beyond 2 paired SE):\n\n" + res["headline"]
+        "units; verdict: GIM − best baseline beyond 2 paired SE):\n\n"
+        + res["headline"]
         + "\n\nThe same simulated screens across the sizes of real screens (60-187 training "
         "drugs, 3-6 doses, 20-100 genes, 8-32 features; `python bench/studies/sizes.py`, not "
         "run by make bench): [bench/SIZES.md](SIZES.md)."
