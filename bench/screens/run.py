@@ -300,7 +300,7 @@ def run(cfg, *, jobs: int = JOBS) -> dict:
         "[bench/SCREENS.md](SCREENS.md) (and SCREENS.json). Headline (mean ± SE over held-out "
         "units; verdict: GIM − best baseline beyond 2 paired SE):\n\n"
         + res["headline"]
-        + "\n\nThe same simulated screens across the sizes of real screens (60-187 training "
+        + "\n\nThe same simulated screens across the sizes of real screens (20-187 training "
         "drugs, 3-6 doses, 20-100 genes, 8-32 features; `python bench/studies/sizes.py`, not "
         "run by make bench): [bench/SIZES.md](SIZES.md)."
     )

@@ -1,14 +1,15 @@
 """Study: do the screens suite's verdicts hold across the sizes of real screens?
 
 make bench runs one size (120-150 training drugs, 4 doses, 50 genes, 16 features). Issue 9's range
-is 60-200 training drugs, 15-40 held out, 3-6 doses, 20-100 genes, 8-32 feature dimensions. This
+is 60-200 training drugs, 15-40 held out, 3-6 doses, 20-100 genes, 8-32 feature dimensions; real
+screens start at tens of drugs, so 20 and 35 training drugs are points too. This
 sweep moves one factor at a time from the bench size, plus two corners, on the four simulated drug
 screens (seeds 0 and 1, the bench's training steps), and writes bench/SIZES.md and SIZES.json:
 per point and screen, GIM against the best baseline on unseen drugs and unseen doses (R² and
 energy), the share of the best baseline's gap to the oracle that GIM closes, and target AP
 against the |mean shift| ranking.
 
-    python bench/studies/sizes.py --jobs 2                 # every point (~19 min on 2 cores)
+    python bench/studies/sizes.py --jobs 2                 # every point (~16-20 min on 2 cores)
     python bench/studies/sizes.py --only 60-drugs,20-genes # some points
 """
 
@@ -30,6 +31,8 @@ THREE_DOSES = (10.0, 1000.0, 100000.0)
 # Point -> generator arguments replacing the bench size's (bench/screens/run.py sizes()).
 POINTS = {
     "bench": {},
+    "20-drugs": dict(n_train=20, n_held=15),  # below the issue's range: screens of tens of drugs
+    "35-drugs": dict(n_train=35, n_held=15),
     "60-drugs": dict(n_train=60, n_held=15),
     "200-drugs": dict(n_train=187 - 40, n_held=40),  # fingerprints: sci-Plex3 has 187 compounds
     "20-genes": dict(n_genes=20),
