@@ -433,14 +433,16 @@ class _Plan:
             return
         warn_low_similarity(self.run, pd.concat(app)["similarity"])
         prior = self.feature_prior()
-        if prior.get("cv_weight", 1.0) < 0.5:
+        # what the features add reaches a new drug through the gates (w) and the ridge (v)
+        w, v = prior.get("cv_weight", 1.0), prior.get("cv_pooled_weight", 0.0)
+        if w + v < 0.5:
             log.warning(
                 "the training drugs' features predicted their effects poorly in cross-validation "
                 "(skill %.2f over %d drugs): new drugs' shifts from features are scaled by %.2f,"
                 " plus %.2f of the response the training drugs share",
                 prior["cv_skill"],
                 prior["n_drugs"],
-                prior["cv_weight"],
+                w + v,
                 prior.get("cv_shared_weight", 0.0),
             )
 

@@ -25,13 +25,17 @@ gap with models a screen of that size can fit:
 A new drug's intervention on gene j is a target with probability gate_j and shift on_j, and
 otherwise shifts by off_j. Of each shift, the part the training drugs share at that dose in that
 covariate group (s: a ridge on the dose basis and covariates alone, no features) is scaled by a,
-and what the features add to it (on_j - s_j, off_j - s_j) by w: a and w in [0, 1] are the
-bounded least-squares weights of the two parts' out-of-fold predictions of the training drugs'
-direct shifts (5 folds over drugs). Where features do not predict effects (a screen of 10 drugs:
-bench/RESULTS.md, benchmark 1) w falls towards 0 and a new drug towards a times the shared
-response (a near 1 where drugs share one, near 0 where they do not), and `chosen["cv_skill"]`
-(the fraction of the direct shifts' sum of squares that the weighted out-of-fold predictions
-explain) says how far the prior is worth trusting.
+what the features add to it through the gates (on_j - s_j, off_j - s_j) by w, and what they add
+through one ridge over all contexts (r_j - s_j, the same ridge as an ungated gene's, gates
+ignored) by v: a, w and v in [0, 1] are the bounded least-squares weights of the three parts'
+out-of-fold predictions of the training drugs' direct shifts (5 folds over drugs). Gates chosen
+from a few hit drugs can separate the training drugs and still guess about new ones; the ridge
+does not split them (20 fingerprinted drugs, 4-5 hit drugs per gate: unseen drugs 0.965 with
+the gates alone, 0.971 with v, ridge 0.972; bench/NOTES.md item 21). Where features do not
+predict effects (a screen of 10 drugs: bench/RESULTS.md, benchmark 1) w and v fall towards 0
+and a new drug towards a times the shared response (a near 1 where drugs share one, near 0
+where they do not), and `chosen["cv_skill"]` (the fraction of the direct shifts' sum of squares
+that the weighted out-of-fold predictions explain) says how far the prior is worth trusting.
 """
 
 from __future__ import annotations
@@ -78,11 +82,12 @@ class FeaturePrior:
     gates: list  # per gene: a fitted classifier, or None (ungated: `pooled`)
     on: list  # per gene: ridge of the shift on target (gated genes), else None
     off: list  # per gene: ridge of the shift off target, or None (then `pooled`)
-    pooled: object  # one multi-output ridge over all contexts, for the ungated genes
+    pooled: object  # one multi-output ridge over all contexts and genes (ungated genes, v)
     chosen: dict  # drugs, gated genes, the median C, the weight and skill of cross-validation
     shared: object = None  # ridge of the direct shift on the dose basis and covariates alone
     weight: float = 1.0  # w: scale of what a new drug's features add (out-of-fold)
     shared_weight: float = 1.0  # a: scale of the response drugs share (out-of-fold)
+    pooled_weight: float = 0.0  # v: scale of what features add through the ungated ridge
     span: _Span | None = None  # coordinates of features in the training drugs' span (ridges)
 
     @classmethod
@@ -108,28 +113,35 @@ class FeaturePrior:
             return prior
         fold = drug_folds(drug, seed=seed)
         direct = np.asarray(direct, np.float64)
-        oof, oof_shared = np.zeros_like(direct), np.zeros_like(direct)
+        oof, oof_pooled, oof_shared = (np.zeros_like(direct) for _ in range(3))
         for f in np.unique(fold):
             te = fold == f
             part = prior.refit(~te, *args, seed=seed)
-            p, on, off = part.predict(
-                np.asarray(feats)[te], np.asarray(dose_t)[te], np.asarray(cov)[te]
-            )
+            new = (np.asarray(feats)[te], np.asarray(dose_t)[te], np.asarray(cov)[te])
+            p, on, off = part.predict(*new)
             oof[te] = p * on + (1 - p) * off
-            oof_shared[te] = part.predict_shared(np.asarray(dose_t)[te], np.asarray(cov)[te])
-        a, w = _bounded_weights(direct, oof_shared, oof - oof_shared)
+            oof_pooled[te] = part.predict_pooled(*new)
+            oof_shared[te] = part.predict_shared(*new[1:])
+        parts = [oof_shared, oof - oof_shared]
+        if prior.gated.any():  # else the gated part is the pooled one: v would double w
+            parts.append(oof_pooled - oof_shared)
+        a, w, v = (*_bounded_weights(direct, *parts), 0.0)[:3]
         total = float((direct * direct).sum())
-        resid = direct - a * oof_shared - w * (oof - oof_shared)
+        resid = direct - sum(c * x for c, x in zip((a, w, v), parts, strict=False))
         skill = 1 - float((resid**2).sum()) / total if total > 0 else 0.0
-        prior.weight, prior.shared_weight = w, a
+        prior.weight, prior.shared_weight, prior.pooled_weight = w, a, v
         prior.chosen.update(
-            cv_weight=w, cv_shared_weight=a, cv_skill=skill, cv_folds=int(len(np.unique(fold)))
+            cv_weight=w,
+            cv_shared_weight=a,
+            cv_pooled_weight=v,
+            cv_skill=skill,
+            cv_folds=int(len(np.unique(fold))),
         )
         return prior
 
     def choices(self) -> dict[str, np.ndarray]:
         """What `fit` chose by cross-validation, as arrays: per gene the gate's kind (-1 none, 0
-        L1 on the features, 1 L2 on components), k and C, and [a, w, cv_skill, cv_folds]. A run
+        L1 on the features, 1 L2 on components), k and C, and [a, w, cv_skill, cv_folds, v]. A run
         directory keeps them, so that loading a run refits its prior without the gate search and
         the out-of-fold refits, the costly parts (`from_choices`)."""
         d = len(self.gated)
@@ -138,7 +150,13 @@ class FeaturePrior:
             if g is not None:
                 kind[j], k[j], C[j] = _GATE_KINDS.index(g.kind), g.k, g.C
         ch = self.chosen
-        cv = [self.shared_weight, self.weight, ch.get("cv_skill", np.nan), ch.get("cv_folds", 0)]
+        cv = [
+            self.shared_weight,
+            self.weight,
+            ch.get("cv_skill", np.nan),
+            ch.get("cv_folds", 0),
+            self.pooled_weight,
+        ]
         return {"gate_kind": kind, "gate_k": k, "gate_C": C, "cv": np.asarray(cv, np.float64)}
 
     @classmethod
@@ -157,11 +175,16 @@ class FeaturePrior:
             int(j): (_GATE_KINDS[kind[j]], int(k[j]), float(C[j])) for j in np.flatnonzero(gated)
         }
         prior = cls._fit(*args, seed=seed, choices=gates)
-        a, w, skill, folds = (float(v) for v in choices["cv"])
-        prior.shared_weight, prior.weight = a, w
+        # runs saved before v was fitted have four values (v = 0: the gates alone)
+        a, w, skill, folds, v = (*(float(x) for x in choices["cv"]), 0.0)[:5]
+        prior.shared_weight, prior.weight, prior.pooled_weight = a, w, v
         if folds > 0:
             prior.chosen.update(
-                cv_weight=w, cv_shared_weight=a, cv_skill=skill, cv_folds=int(folds)
+                cv_weight=w,
+                cv_shared_weight=a,
+                cv_pooled_weight=v,
+                cv_skill=skill,
+                cv_folds=int(folds),
             )
         return prior
 
@@ -175,12 +198,14 @@ class FeaturePrior:
     def predict_new(
         self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`predict` as a times the shared response plus w times what the drug's features add
-        to it (both cross-validated): a drug never measured."""
+        """`predict` as a times the shared response, plus w times what the drug's features add
+        to it through the gates, plus v times what they add through the ungated ridge (all
+        cross-validated): a drug never measured."""
         p, on, off = self.predict(feats, dose_t, cov)
         base = self.predict_shared(dose_t, cov)
-        a, w = self.shared_weight, self.weight
-        return p, a * base + w * (on - base), a * base + w * (off - base)
+        a, w, v = self.shared_weight, self.weight, self.pooled_weight
+        rest = a * base + (v * (self.predict_pooled(feats, dose_t, cov) - base) if v else 0)
+        return p, rest + w * (on - base), rest + w * (off - base)
 
     def predict_shared(self, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
         """(n, d) the direct shift training drugs share at a dose in a covariate group."""
@@ -220,8 +245,7 @@ class FeaturePrior:
             sel = Y[row_of, j]
             on[j] = _RidgeLOO.fit(X[sel], direct[sel, j])
             off[j] = _RidgeLOO.fit(X[~sel], direct[~sel, j])
-        rest = np.flatnonzero(~gated)
-        pooled = _RidgeLOO.fit(X, direct[:, rest]) if len(rest) else None
+        pooled = _RidgeLOO.fit(X, direct)  # every gene (alpha per gene): what ungated genes use
         # per dose and group a mean over many drugs: a mild penalty only for the collinear basis
         # (cross-validating it over rows lets drugs' own effects shrink the dose response)
         shared = Ridge(alpha=1.0).fit(_shared_design(dose_t, cov, knots), direct)
@@ -239,19 +263,24 @@ class FeaturePrior:
         """(prob, shift on target, shift off target), each (n, d), for drugs with features
         `feats` (n, F) at transformed doses `dose_t` (n,) in covariate groups `cov` (n, n_cov)."""
         feats = np.asarray(feats, np.float64)
-        X = _design(self.span.coords(feats) if self.span else feats, dose_t, cov, self.knots)
+        X = self._design(feats, dose_t, cov)
         n, d = len(X), len(self.gated)
         prob = np.zeros((n, d))
         on = np.zeros((n, d))
-        off = np.zeros((n, d))
+        off = self.pooled.predict(X).reshape(n, d)
         for j in np.flatnonzero(self.gated):
             prob[:, j] = self.gates[j].prob(feats)
             on[:, j] = self.on[j].predict(X)
             off[:, j] = self.off[j].predict(X)
-        rest = np.flatnonzero(~self.gated)
-        if len(rest):
-            off[:, rest] = self.pooled.predict(X).reshape(n, len(rest))
         return tuple(x.astype(np.float32) for x in (prob, on, off))
+
+    def predict_pooled(self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """(n, d) the shift of one ridge over all contexts per gene, gates ignored."""
+        X = self._design(np.asarray(feats, np.float64), dose_t, cov)
+        return self.pooled.predict(X).reshape(len(X), len(self.gated)).astype(np.float32)
+
+    def _design(self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        return _design(self.span.coords(feats) if self.span else feats, dose_t, cov, self.knots)
 
 
 @dataclass

@@ -237,3 +237,42 @@ def test_ridges_on_the_drugs_span_predict_as_on_the_bits():
         strict=True,
     ):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_gates_that_split_drugs_at_random_give_way_to_the_ungated_ridge():
+    # effects linear in the features for every drug, but hit labels that are noise (a gate read
+    # from a few hit drugs by chance): splitting the contexts by the gate halves each ridge's
+    # data, so out of fold the ridge over all contexts (v) predicts better than the gates (w)
+    rng = np.random.default_rng(5)
+    n, d = 24, 6
+    F = rng.normal(size=(n + 8, 5))
+    beta = rng.normal(size=(5, d))
+    drug = np.repeat(np.arange(n), 3)
+    t = np.tile([0.0, 0.5, 1.0], n)
+    direct = (F[drug] @ beta) * (0.5 + t[:, None]) + 0.1 * rng.normal(size=(len(t), d))
+    hit = np.zeros_like(direct, bool)
+    hit[:, :4] = (rng.random((n, 4)) < 0.3)[drug]
+    cov = np.zeros((len(t), 0))
+    fp = FeaturePrior.fit(F[drug], drug, t, cov, hit, direct)
+    assert fp.chosen["n_gated_genes"] == 4
+    v, w = fp.pooled_weight, fp.weight
+    assert v > 0.5 and v > w, (v, w)
+    assert fp.chosen["cv_pooled_weight"] == v
+    # a new drug: a x shared + v x (ridge - shared) + w x (gated - shared), nearer the truth
+    # than the gates alone
+    Fn, tn, cn = F[n:], np.full(8, 0.5), np.zeros((8, 0))
+    truth = (Fn @ beta) * 1.0
+    prob, on, off = fp.predict(Fn, tn, cn)
+    _, on_new, off_new = fp.predict_new(Fn, tn, cn)
+    base, pool = fp.predict_shared(tn, cn), fp.predict_pooled(Fn, tn, cn)
+    a = fp.shared_weight
+    np.testing.assert_allclose(
+        off_new, a * base + v * (pool - base) + w * (off - base), rtol=1e-4, atol=1e-5
+    )
+    new = prob * on_new + (1 - prob) * off_new
+    gates_only = prob * on + (1 - prob) * off
+    assert ((new - truth) ** 2).mean() < 0.8 * ((gates_only - truth) ** 2).mean()
+    # saved and refitted from its choices, the prior predicts the same
+    back = FeaturePrior.from_choices(fp.choices(), F[drug], drug, t, cov, hit, direct)
+    assert back.pooled_weight == v
+    np.testing.assert_array_equal(back.predict_new(Fn, tn, cn)[2], off_new)
