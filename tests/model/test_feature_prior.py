@@ -276,3 +276,11 @@ def test_gates_that_split_drugs_at_random_give_way_to_the_ungated_ridge():
     back = FeaturePrior.from_choices(fp.choices(), F[drug], drug, t, cov, hit, direct)
     assert back.pooled_weight == v
     np.testing.assert_array_equal(back.predict_new(Fn, tn, cn)[2], off_new)
+    # a run saved before v existed keeps four values: it predicts with the gates alone (v = 0)
+    old = fp.choices()
+    old["cv"] = old["cv"][:4]
+    before = FeaturePrior.from_choices(old, F[drug], drug, t, cov, hit, direct)
+    assert before.pooled_weight == 0.0 and before.weight == w
+    np.testing.assert_allclose(
+        before.predict_new(Fn, tn, cn)[2], a * base + w * (off - base), rtol=1e-4, atol=1e-5
+    )
