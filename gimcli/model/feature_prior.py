@@ -118,9 +118,8 @@ class FeaturePrior:
             te = fold == f
             part = prior.refit(~te, *args, seed=seed)
             new = (np.asarray(feats)[te], np.asarray(dose_t)[te], np.asarray(cov)[te])
-            p, on, off = part.predict(*new)
+            p, on, off, oof_pooled[te] = part._predict_all(*new)
             oof[te] = p * on + (1 - p) * off
-            oof_pooled[te] = part.predict_pooled(*new)
             oof_shared[te] = part.predict_shared(*new[1:])
         parts = [oof_shared, oof - oof_shared]
         if prior.gated.any():  # else the gated part is the pooled one: v would double w
@@ -201,10 +200,10 @@ class FeaturePrior:
         """`predict` as a times the shared response, plus w times what the drug's features add
         to it through the gates, plus v times what they add through the ungated ridge (all
         cross-validated): a drug never measured."""
-        p, on, off = self.predict(feats, dose_t, cov)
+        p, on, off, pool = self._predict_all(feats, dose_t, cov)
         base = self.predict_shared(dose_t, cov)
         a, w, v = self.shared_weight, self.weight, self.pooled_weight
-        rest = a * base + (v * (self.predict_pooled(feats, dose_t, cov) - base) if v else 0)
+        rest = a * base + v * (pool - base)
         return p, rest + w * (on - base), rest + w * (off - base)
 
     def predict_shared(self, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -262,22 +261,27 @@ class FeaturePrior:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prob, shift on target, shift off target), each (n, d), for drugs with features
         `feats` (n, F) at transformed doses `dose_t` (n,) in covariate groups `cov` (n, n_cov)."""
-        feats = np.asarray(feats, np.float64)
-        X = self._design(feats, dose_t, cov)
-        n, d = len(X), len(self.gated)
-        prob = np.zeros((n, d))
-        on = np.zeros((n, d))
-        off = self.pooled.predict(X).reshape(n, d)
-        for j in np.flatnonzero(self.gated):
-            prob[:, j] = self.gates[j].prob(feats)
-            on[:, j] = self.on[j].predict(X)
-            off[:, j] = self.off[j].predict(X)
-        return tuple(x.astype(np.float32) for x in (prob, on, off))
+        return self._predict_all(feats, dose_t, cov)[:3]
 
     def predict_pooled(self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
         """(n, d) the shift of one ridge over all contexts per gene, gates ignored."""
         X = self._design(np.asarray(feats, np.float64), dose_t, cov)
         return self.pooled.predict(X).reshape(len(X), len(self.gated)).astype(np.float32)
+
+    def _predict_all(self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray) -> tuple:
+        """`predict`'s three arrays and `predict_pooled`'s, from one design matrix."""
+        feats = np.asarray(feats, np.float64)
+        X = self._design(feats, dose_t, cov)
+        n, d = len(X), len(self.gated)
+        prob = np.zeros((n, d))
+        on = np.zeros((n, d))
+        pool = self.pooled.predict(X).reshape(n, d)
+        off = pool.copy()  # an ungated gene's shift is the pooled ridge's
+        for j in np.flatnonzero(self.gated):
+            prob[:, j] = self.gates[j].prob(feats)
+            on[:, j] = self.on[j].predict(X)
+            off[:, j] = self.off[j].predict(X)
+        return tuple(x.astype(np.float32) for x in (prob, on, off, pool))
 
     def _design(self, feats: np.ndarray, dose_t: np.ndarray, cov: np.ndarray) -> np.ndarray:
         return _design(self.span.coords(feats) if self.span else feats, dose_t, cov, self.knots)
